@@ -1,0 +1,56 @@
+"""sp-dynamics: structure-preserving dynamics in PyTorch.
+
+Layers, each importing only the ones above it:
+brackets -> models -> integrators -> data (systems are plugins found through the registry).
+"""
+
+from .brackets import (
+    BasisBracket,
+    CanonicalJ,
+    GenericBracket,
+    KnownBracket,
+    LearnedSkew,
+    LearnedSPD,
+    ProjectionBracket,
+    SoftBracket,
+    degeneracy_penalty,
+    make_bracket,
+)
+from .data import DatasetConfig, FamilyDataset, make_family_dataset
+from .integrators import ConvergenceError, discrete_gradient, integrate
+from .models import GENERICNet, HamiltonianNN, PortHamiltonianNN
+from .nn import MLP, gradient
+from .registry import get_system, list_systems, register_system, unregister_system
+from .system import System, ring_states
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CanonicalJ",
+    "LearnedSkew",
+    "LearnedSPD",
+    "GenericBracket",
+    "ProjectionBracket",
+    "BasisBracket",
+    "SoftBracket",
+    "KnownBracket",
+    "degeneracy_penalty",
+    "make_bracket",
+    "HamiltonianNN",
+    "PortHamiltonianNN",
+    "GENERICNet",
+    "MLP",
+    "gradient",
+    "integrate",
+    "discrete_gradient",
+    "ConvergenceError",
+    "System",
+    "ring_states",
+    "register_system",
+    "get_system",
+    "list_systems",
+    "unregister_system",
+    "DatasetConfig",
+    "FamilyDataset",
+    "make_family_dataset",
+]

@@ -1,0 +1,44 @@
+"""Input checks shared by the library: clear ``ValueError``s instead of deep torch traces."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def check_state(x: Tensor, dim: int, name: str = "state") -> Tensor:
+    """Validate a batch of states of shape (..., dim).
+
+    Raises ValueError naming the problem: not a tensor, wrong last dimension, NaN or inf.
+    """
+    if not isinstance(x, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.ndim == 0 or x.shape[-1] != dim:
+        raise ValueError(
+            f"{name} must have shape (..., {dim}) (last dimension = state dimension {dim}), "
+            f"got shape {tuple(x.shape)}"
+        )
+    check_finite(x, name)
+    return x
+
+
+def check_finite(x: Tensor, name: str) -> Tensor:
+    """Raise ValueError if ``x`` holds NaN or inf (skipped under tracing / torch.func transforms)."""
+    if torch.jit.is_tracing() or _is_functorch_tensor(x):
+        return x
+    finite = torch.isfinite(x.detach())
+    if not bool(finite.all()):
+        n_bad = int((~finite).sum())
+        kind = "NaN" if bool(torch.isnan(x.detach()).any()) else "inf"
+        raise ValueError(f"{name} contains {n_bad} non-finite value(s) ({kind}); first shape {tuple(x.shape)}")
+    return x
+
+
+def _is_functorch_tensor(x: Tensor) -> bool:
+    # Inside torch.func.vmap / grad, data-dependent Python control flow is not allowed.
+    try:
+        from torch._C._functorch import is_batchedtensor, is_gradtrackingtensor
+
+        return bool(is_batchedtensor(x) or is_gradtrackingtensor(x))
+    except Exception:  # pragma: no cover - private API moved
+        return False

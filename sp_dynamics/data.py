@@ -1,0 +1,202 @@
+"""Family datasets (protocol v1) with on-disk caching and K-shot sampling.
+
+Protocol v1 (``experiments/PROTOCOL.md``): 80 parameter instances per system (0-69 train,
+70-79 test), 10 trajectories each on t in [0, t_end] (101 points), integrated in float64 with
+batched dopri5 at rtol = atol = 1e-10 (max-norm error control, so every trajectory meets the
+tolerance, not only their average); targets are the analytic time derivatives at the stored
+states. Datasets are cached keyed by (system, protocol version, seed, settings).
+
+Shapes: ``params`` (I, P); ``t`` (T,); ``x``, ``dx`` (I, J, T, n) with I instances,
+J trajectories per instance, T time points, n the state dimension.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torchdiffeq
+from torch import Tensor
+
+from ._checks import check_finite
+from .io import atomic_save, safe_load
+from .registry import get_system
+from .system import System
+
+__all__ = ["DatasetConfig", "FamilyDataset", "make_family_dataset", "default_cache_dir", "PROTOCOL_VERSION"]
+
+PROTOCOL_VERSION = "v1"
+_FORMAT = 1
+
+
+def default_cache_dir() -> Path:
+    """``$SP_DYNAMICS_CACHE`` or ``~/.cache/sp_dynamics``."""
+    return Path(os.environ.get("SP_DYNAMICS_CACHE", Path.home() / ".cache" / "sp_dynamics"))
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """Settings of a family dataset; the defaults are protocol v1."""
+
+    n_instances: int = 80
+    n_train: int = 70
+    n_traj: int = 10
+    t_end: float | None = None  # None: the system's own horizon
+    n_points: int = 101
+    rtol: float = 1e-10
+    atol: float = 1e-10
+    noise_std: float = 0.0
+
+    def validate(self) -> None:
+        if not 0 < self.n_train < self.n_instances:
+            raise ValueError(f"need 0 < n_train < n_instances, got {self.n_train} and {self.n_instances}")
+        if self.n_traj < 1 or self.n_points < 2:
+            raise ValueError(f"need n_traj >= 1 and n_points >= 2, got {self.n_traj}, {self.n_points}")
+        if self.noise_std < 0:
+            raise ValueError(f"noise_std must be >= 0, got {self.noise_std}")
+        if self.t_end is not None and not self.t_end > 0:
+            raise ValueError(f"t_end must be positive, got {self.t_end}")
+
+
+@dataclass
+class FamilyDataset:
+    """Trajectories of a parameter family of one system."""
+
+    system: str
+    seed: int
+    config: DatasetConfig
+    params: Tensor
+    t: Tensor
+    x: Tensor
+    dx: Tensor
+
+    @property
+    def train_ids(self) -> list[int]:
+        return list(range(self.config.n_train))
+
+    @property
+    def test_ids(self) -> list[int]:
+        return list(range(self.config.n_train, self.config.n_instances))
+
+    @property
+    def dim(self) -> int:
+        return self.x.shape[-1]
+
+    def pairs(self, instance: int) -> tuple[Tensor, Tensor]:
+        """All (x, dx) pairs of one instance, each (J*T, n)."""
+        self._check_instance(instance)
+        return self.x[instance].reshape(-1, self.dim), self.dx[instance].reshape(-1, self.dim)
+
+    def sample_shots(self, instance: int, k: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """K-shot subset: ``k`` distinct (x, dx) pairs drawn uniformly from one instance's
+        trajectories, each (k, n). Seeded through ``generator``."""
+        x, dx = self.pairs(instance)
+        if not 1 <= k <= len(x):
+            raise ValueError(f"k must be in [1, {len(x)}] for this dataset, got {k}")
+        idx = torch.randperm(len(x), generator=generator)[:k]
+        return x[idx], dx[idx]
+
+    def _check_instance(self, i: int) -> None:
+        if not 0 <= i < self.config.n_instances:
+            raise ValueError(f"instance index must be in [0, {self.config.n_instances}), got {i}")
+
+    def to_dict(self) -> dict:
+        return {
+            "format": _FORMAT,
+            "system": self.system,
+            "seed": self.seed,
+            "protocol": PROTOCOL_VERSION,
+            "config": dataclasses.asdict(self.config),
+            "params": self.params,
+            "t": self.t,
+            "x": self.x,
+            "dx": self.dx,
+        }
+
+
+def _cache_path(cache_dir: Path, system: System, seed: int, config: DatasetConfig) -> Path:
+    settings = json.dumps(dataclasses.asdict(config), sort_keys=True)
+    digest = hashlib.sha256(settings.encode()).hexdigest()[:10]
+    return cache_dir / f"{system.name}-{PROTOCOL_VERSION}-seed{seed}-{digest}.pt"
+
+
+def _generate(system: System, seed: int, config: DatasetConfig) -> FamilyDataset:
+    g = torch.Generator().manual_seed(seed)
+    params = system.sample_params(config.n_instances, g)
+    x0 = torch.stack([system.sample_initial_states(mu, config.n_traj, g) for mu in params])  # (I, J, n)
+    system.check_state(x0)
+    t_end = config.t_end if config.t_end is not None else system.t_end
+    t = torch.linspace(0.0, t_end, config.n_points, dtype=torch.float64)
+    mu = params[:, None, :]  # broadcast over trajectories
+
+    # Max-norm error control: torchdiffeq's default RMS norm would average the error over all
+    # I*J trajectories and let individual ones miss the tolerance.
+    xs = torchdiffeq.odeint(
+        lambda _t, x: system.f(mu, x),
+        x0,
+        t,
+        rtol=config.rtol,
+        atol=config.atol,
+        method="dopri5",
+        options={"norm": lambda e: e.abs().max()},
+    )  # (T, I, J, n)
+    x = xs.permute(1, 2, 0, 3).contiguous()
+    dx = system.f(params[:, None, None, :], x)
+    check_finite(x, f"{system.name} trajectories")
+    if config.noise_std > 0:
+        gn = torch.Generator().manual_seed(seed + 1_000_003)  # noise stream independent of the data
+        x = x + config.noise_std * torch.randn(x.shape, generator=gn, dtype=x.dtype)
+        dx = dx + config.noise_std * torch.randn(dx.shape, generator=gn, dtype=dx.dtype)
+    return FamilyDataset(system.name, seed, config, params, t, x, dx)
+
+
+def make_family_dataset(
+    system: str | System,
+    seed: int = 0,
+    config: DatasetConfig | None = None,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    use_cache: bool = True,
+    **overrides,
+) -> FamilyDataset:
+    """Protocol-v1 dataset of a system family, loaded from the cache or generated (and cached).
+
+    Args:
+        system: a registered name or a :class:`System`.
+        seed: seeds parameters and initial states; the same seed gives the same data.
+        config: settings (default protocol v1); keyword ``overrides`` replace single fields,
+            e.g. ``make_family_dataset("pendulum", n_instances=8, n_train=6)``.
+        cache_dir: default :func:`default_cache_dir`. use_cache: read and write the cache.
+
+    Example::
+
+        data = make_family_dataset("pendulum", seed=0)
+        data.x.shape                   # (80, 10, 101, 2)
+        xk, dxk = data.sample_shots(data.test_ids[0], k=50, generator=torch.Generator().manual_seed(0))
+    """
+    system = get_system(system)
+    if overrides:
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(DatasetConfig)}
+        if unknown:
+            raise ValueError(f"unknown dataset setting(s) {sorted(unknown)}")
+    config = dataclasses.replace(config or DatasetConfig(), **overrides)
+    config.validate()
+    path = _cache_path(Path(cache_dir) if cache_dir is not None else default_cache_dir(), system, seed, config)
+    if use_cache and path.exists():
+        try:
+            blob = safe_load(path, "dataset cache")
+            if blob.get("format") == _FORMAT and blob.get("config") == dataclasses.asdict(config):
+                return FamilyDataset(system.name, seed, config, blob["params"], blob["t"], blob["x"], blob["dx"])
+            warnings.warn(f"dataset cache {path} does not match the requested settings; regenerating")
+        except ValueError as exc:
+            warnings.warn(f"{exc}; regenerating the dataset")
+    data = _generate(system, seed, config)
+    if use_cache:
+        atomic_save(data.to_dict(), path)
+    return data

@@ -1,0 +1,207 @@
+"""Structure-preserving vector fields: Hamiltonian, port-Hamiltonian and GENERIC networks.
+
+All models are ``nn.Module`` vector fields with the ``(t, x)`` signature, so they pass straight
+to :func:`sp_dynamics.integrate` and ``torchdiffeq.odeint``. States are (..., n) with any
+leading dimensions, in float32 or float64 (call ``.double()`` on the model for the latter).
+
+Each model also implements the *discrete-gradient protocol* used by
+``integrate(..., method="discrete_gradient")``:
+
+* ``energy(x) -> (...)`` and optionally ``entropy(x) -> (...)``;
+* ``field_from_gradients(x, dE, dS) -> (..., n)``: the vector field with the gradients
+  supplied by the caller (exact ones give ``forward``; discrete ones give the step).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from .brackets import CanonicalJ, GenericBracket, LearnedSPD, make_bracket
+from .nn import MLP, ScalarFunction, gradient
+
+__all__ = ["HamiltonianNN", "PortHamiltonianNN", "GENERICNet"]
+
+ScalarFn = Callable[[Tensor], Tensor]
+
+
+def _scalar(fn: ScalarFn | nn.Module | None, in_dim: int, hidden: int, depth: int, act: str) -> ScalarFunction:
+    return ScalarFunction(MLP(in_dim, 1, hidden, depth, act) if fn is None else fn)
+
+
+class HamiltonianNN(nn.Module):
+    """Hamiltonian neural network ``dx/dt = J grad H(x)`` on ``x = (q, p)``.
+
+    The flow conserves ``H`` exactly in continuous time, for any parameters.
+
+    Args:
+        dim: state dimension n = 2 d (even).
+        hidden, depth, act: the energy MLP (default 3 x 64, tanh).
+        energy: a known or custom energy ``(..., n) -> (...)`` instead of the MLP.
+        separable: ``H = T(p) + V(q)`` with two MLPs, so the explicit leapfrog integrator
+            is exact Stormer--Verlet for the model.
+
+    Example::
+
+        model = HamiltonianNN(2).double()
+        x = torch.randn(16, 2, dtype=torch.float64)
+        dx = model(0.0, x)             # (16, 2)
+        H = model.energy(x)            # (16,)
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        hidden: int = 64,
+        depth: int = 3,
+        act: str = "tanh",
+        energy: ScalarFn | nn.Module | None = None,
+        separable: bool = False,
+    ):
+        super().__init__()
+        if dim < 2 or dim % 2:
+            raise ValueError(f"HamiltonianNN needs an even state dimension (q, p), got {dim}")
+        self.dim = dim
+        self.separable = separable
+        self.J = CanonicalJ(dim // 2)
+        if separable:
+            if energy is not None:
+                raise ValueError("pass either energy=... or separable=True, not both")
+            d = dim // 2
+            self.kinetic = _scalar(None, d, hidden, depth, act)
+            self.potential = _scalar(None, d, hidden, depth, act)
+        else:
+            self.energy_net = _scalar(energy, dim, hidden, depth, act)
+
+    def energy(self, x: Tensor) -> Tensor:
+        """H(x), shape (...)."""
+        _check_shape(x, self.dim, type(self).__name__)
+        if self.separable:
+            d = self.dim // 2
+            return self.kinetic(x[..., d:]) + self.potential(x[..., :d])
+        return self.energy_net(x)
+
+    def field_from_gradients(self, x: Tensor, dE: Tensor, dS: Tensor | None = None) -> Tensor:
+        return self.J.apply(dE)
+
+    def forward(self, t, x: Tensor) -> Tensor:
+        _check_shape(x, self.dim, type(self).__name__)
+        return self.field_from_gradients(x, gradient(self.energy, x))
+
+
+class PortHamiltonianNN(nn.Module):
+    """Dissipative (port-Hamiltonian) network ``dx/dt = (J - R(x)) grad H(x)``.
+
+    ``R = C C^T`` (C lower triangular, positive diagonal) is symmetric PSD by construction,
+    so ``dH/dt = -grad H^T R grad H <= 0`` for every parameter value: the dissipation sign is
+    guaranteed, not learned.
+
+    Args:
+        dim: n (even). state_dependent_R: R as an MLP of x. Other args as :class:`HamiltonianNN`.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        hidden: int = 64,
+        depth: int = 3,
+        act: str = "tanh",
+        energy: ScalarFn | nn.Module | None = None,
+        state_dependent_R: bool = False,
+    ):
+        super().__init__()
+        if dim < 2 or dim % 2:
+            raise ValueError(f"PortHamiltonianNN needs an even state dimension (q, p), got {dim}")
+        self.dim = dim
+        self.J = CanonicalJ(dim // 2)
+        self.energy_net = _scalar(energy, dim, hidden, depth, act)
+        self.R = LearnedSPD(dim, state_dependent=state_dependent_R, init_std=0.1)
+
+    def energy(self, x: Tensor) -> Tensor:
+        return self.energy_net(x)
+
+    def dissipation_matrix(self, x: Tensor) -> Tensor:
+        """R(x), shape (n, n) or (..., n, n); symmetric PSD."""
+        return self.R.matrix(x if self.R.state_dependent else None).to(x.dtype)
+
+    def field_from_gradients(self, x: Tensor, dE: Tensor, dS: Tensor | None = None) -> Tensor:
+        return self.J.apply(dE) - self.R.apply(x if self.R.state_dependent else None, dE)
+
+    def forward(self, t, x: Tensor) -> Tensor:
+        _check_shape(x, self.dim, type(self).__name__)
+        return self.field_from_gradients(x, gradient(self.energy, x))
+
+
+class GENERICNet(nn.Module):
+    """GENERIC / metriplectic network ``dx/dt = L grad E + M grad S``.
+
+    With an exact bracket (``"projection"`` or ``"basis"``) the degeneracy conditions hold by
+    construction, so ``dE/dt = 0`` and ``dS/dt = grad S^T M grad S >= 0`` for every parameter
+    value. With ``"soft"`` add :meth:`penalty` to the training loss.
+
+    Args:
+        dim: n.
+        bracket: ``"projection"``, ``"basis"``, ``"soft"`` or a :class:`GenericBracket`.
+        energy, entropy: known or custom scalar functions instead of MLPs.
+        hidden, depth, act: the energy and entropy MLPs.
+        **bracket_kwargs: passed to the bracket when built by name (e.g. ``rank=2``).
+
+    Example::
+
+        model = GENERICNet(3, bracket="projection").double()
+        x = torch.randn(8, 3, dtype=torch.float64)
+        model(0.0, x).shape            # (8, 3)
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        bracket: str | GenericBracket = "projection",
+        energy: ScalarFn | nn.Module | None = None,
+        entropy: ScalarFn | nn.Module | None = None,
+        hidden: int = 64,
+        depth: int = 3,
+        act: str = "tanh",
+        **bracket_kwargs,
+    ):
+        super().__init__()
+        self.dim = dim
+        self.bracket = make_bracket(bracket, dim, **bracket_kwargs) if isinstance(bracket, str) else bracket
+        if self.bracket.dim != dim:
+            raise ValueError(f"bracket dimension {self.bracket.dim} does not match state dimension {dim}")
+        self.energy_net = _scalar(energy, dim, hidden, depth, act)
+        self.entropy_net = _scalar(entropy, dim, hidden, depth, act)
+
+    def energy(self, x: Tensor) -> Tensor:
+        return self.energy_net(x)
+
+    def entropy(self, x: Tensor) -> Tensor:
+        return self.entropy_net(x)
+
+    def gradients(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(grad E, grad S)``, each (..., n)."""
+        return gradient(self.energy, x), gradient(self.entropy, x)
+
+    def field_from_gradients(self, x: Tensor, dE: Tensor, dS: Tensor) -> Tensor:
+        return self.bracket.field(x, dE, dS)
+
+    def forward(self, t, x: Tensor) -> Tensor:
+        _check_shape(x, self.dim, type(self).__name__)
+        return self.bracket.field(x, *self.gradients(x))
+
+    def penalty(self, x: Tensor) -> Tensor:
+        """Mean ``||L grad S||^2 + ||M grad E||^2`` (round-off for exact brackets)."""
+        return self.bracket.penalty(x, *self.gradients(x))
+
+    def residuals(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self.bracket.residuals(x, *self.gradients(x))
+
+
+def _check_shape(x: Tensor, dim: int, who: str) -> None:
+    # Cheap shape check on the hot path; full finiteness checks happen at the API edges
+    # (integrate, systems, datasets) so the training loop pays no host sync per call.
+    if not isinstance(x, Tensor) or x.ndim == 0 or x.shape[-1] != dim:
+        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"{who} expects states of shape (..., {dim}), got {shape}")

@@ -1,0 +1,81 @@
+"""Small neural building blocks: MLPs and scalar functions of the state."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["MLP", "ScalarFunction", "gradient", "activation"]
+
+_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "tanh": nn.Tanh,
+    "softplus": nn.Softplus,
+    "silu": nn.SiLU,
+    "gelu": nn.GELU,
+    "sin": lambda: _Sin(),
+}
+
+
+class _Sin(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.sin(x)
+
+
+def activation(name: str) -> nn.Module:
+    """Activation by name. Smooth ones only: Hamiltonian losses differentiate the network twice."""
+    try:
+        return _ACTIVATIONS[name]()
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; available: {sorted(_ACTIVATIONS)}") from None
+
+
+class MLP(nn.Sequential):
+    """``depth`` hidden layers of width ``hidden`` with a smooth activation, then a linear head.
+
+    Shapes: (..., in_dim) -> (..., out_dim).
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, hidden: int = 64, depth: int = 3, act: str = "tanh"):
+        if depth < 1:
+            raise ValueError(f"MLP depth must be >= 1, got {depth}")
+        layers: list[nn.Module] = []
+        width = in_dim
+        for _ in range(depth):
+            layers += [nn.Linear(width, hidden), activation(act)]
+            width = hidden
+        layers.append(nn.Linear(width, out_dim))
+        super().__init__(*layers)
+        self.in_dim, self.out_dim = in_dim, out_dim
+
+
+class ScalarFunction(nn.Module):
+    """A scalar function of the state, known (a callable) or learned (a module).
+
+    ``(..., n) -> (...)``: a trailing output dimension of size 1 is dropped.
+    """
+
+    def __init__(self, fn: Callable[[Tensor], Tensor]):
+        super().__init__()
+        self.fn = fn  # registered as a submodule when it is one
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.fn(x)
+        if y.ndim == x.ndim and y.shape[-1] == 1:
+            y = y.squeeze(-1)
+        return y
+
+
+def gradient(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+    """``grad fn(x)`` for a scalar function over a batch, shape (..., n).
+
+    The result stays differentiable (w.r.t. x and parameters) whenever grad mode is on at the
+    call, so it can be used in training losses and differentiated again; under ``no_grad`` it
+    is computed and detached.
+    """
+    create_graph = torch.is_grad_enabled()
+    with torch.enable_grad():
+        xg = x if x.requires_grad else x.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(fn(xg).sum(), xg, create_graph=create_graph)
+    return g
