@@ -235,6 +235,10 @@ class LearnedSPD(nn.Module):
         rows, cols = _tril_indices(dim, 0)
         self.register_buffer("_diag_mask", (rows == cols), persistent=False)
 
+    @property
+    def state_dependent(self) -> bool:
+        return self.coef.state_dependent
+
     def factor(self, x: Tensor | None = None) -> Tensor:
         """The lower-triangular factor C with positive diagonal."""
         raw = self.coef(x)

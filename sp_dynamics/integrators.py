@@ -75,11 +75,8 @@ def _leapfrog(f, t, x, h, cache, opts):
     return torch.cat([q_new, p_new], -1), a_new
 
 
-def _fixed_point(update: Callable[[Tensor], Tensor], y0: Tensor, x: Tensor, opts, name: str) -> Tensor:
-    """Iterate ``y <- update(y)`` until the max-norm change is below ``tol * (1 + |x|_inf)``."""
+def _iterate(update: Callable[[Tensor], Tensor], y: Tensor, scale: float, opts, what: str) -> Tensor:
     tol, max_iter = opts["tol"], opts["max_iter"]
-    scale = 1.0 + float(x.detach().abs().max())
-    y = y0
     err = math.inf
     for _ in range(max_iter):
         y_new = update(y)
@@ -90,9 +87,44 @@ def _fixed_point(update: Callable[[Tensor], Tensor], y0: Tensor, x: Tensor, opts
         if not math.isfinite(err):
             break
     raise ConvergenceError(
-        f"{name}: fixed-point iteration did not converge in {max_iter} iterations "
+        f"{what}: fixed-point iteration did not converge in {max_iter} iterations "
         f"(last change {err:.3e} > tolerance {tol * scale:.3e}); reduce step_size or raise max_iter"
     )
+
+
+def _fixed_point(G: Callable[[Tensor], Tensor], y0: Tensor, x: Tensor, opts, name: str) -> Tensor:
+    """Solve ``y = G(y)`` by fixed-point iteration, differentiably.
+
+    The iterations run without an autograd graph (fast, memory independent of their number).
+    Gradients come from the implicit function theorem: the result is one differentiable
+    application ``G(y*)`` whose incoming gradient ``u`` is replaced by the solution of the
+    adjoint fixed point ``g = u + (dG/dy)^T g`` (as in deep equilibrium models, Bai et al. 2019).
+    """
+    scale = 1.0 + float(x.detach().abs().max())
+    with torch.no_grad():
+        y_star = _iterate(G, y0.detach(), scale, opts, name)
+    if not torch.is_grad_enabled():
+        return y_star
+    y = G(y_star)  # re-attach: depends on x and parameters, not on the iterations
+    if not y.requires_grad:
+        return y
+    z0 = y_star.clone().requires_grad_(True)
+    G0 = G(z0)
+
+    def adjoint(u: Tensor | None) -> Tensor | None:
+        if u is None:  # autograd passes None for outputs that received no gradient
+            return None
+        with torch.enable_grad():
+            return _iterate(
+                lambda g: torch.autograd.grad(G0, z0, g, retain_graph=True)[0] + u,
+                u,
+                1.0 + float(u.detach().abs().max()),
+                opts,
+                f"{name} (adjoint)",
+            )
+
+    y.register_hook(adjoint)
+    return y
 
 
 def _implicit_midpoint(f, t, x, h, cache, opts):
@@ -102,17 +134,18 @@ def _implicit_midpoint(f, t, x, h, cache, opts):
     return x + h * k, None
 
 
-def discrete_gradient(fn: Callable[[Tensor], Tensor], x: Tensor, y: Tensor) -> Tensor:
+def discrete_gradient(fn: Callable[[Tensor], Tensor], x: Tensor, y: Tensor, fx: Tensor | None = None) -> Tensor:
     """Gonzalez discrete gradient of a scalar function between states x and y, (..., n).
 
     Satisfies ``grad_bar . (y - x) = fn(y) - fn(x)`` exactly (up to round-off) and equals
-    ``grad fn(x)`` when ``y == x``.
+    ``grad fn(x)`` when ``y == x``. ``fx``: ``fn(x)`` if already known.
     """
     m = 0.5 * (x + y)
     g = gradient(fn, m)
     d = y - x
     dd = (d * d).sum(-1, keepdim=True)
-    residual = (fn(y) - fn(x)).unsqueeze(-1) - (g * d).sum(-1, keepdim=True)
+    fx = fn(x) if fx is None else fx
+    residual = (fn(y) - fx).unsqueeze(-1) - (g * d).sum(-1, keepdim=True)
     tiny = torch.finfo(x.dtype).tiny
     safe = dd > tiny
     coef = torch.where(safe, residual / torch.where(safe, dd, torch.ones_like(dd)), torch.zeros_like(dd))
@@ -125,10 +158,12 @@ def _discrete_gradient_step(f, t, x, h, cache, opts):
     # degenerate w.r.t. the discrete gradients: E(y) = E(x), S(y) - S(x) = h dS^T M dS >= 0.
     energy = f.energy
     entropy = getattr(f, "entropy", None)
+    E_x = energy(x)  # fixed during the step
+    S_x = entropy(x) if entropy is not None else None
 
     def update(y):
-        dE = discrete_gradient(energy, x, y)
-        dS = discrete_gradient(entropy, x, y) if entropy is not None else None
+        dE = discrete_gradient(energy, x, y, fx=E_x)
+        dS = discrete_gradient(entropy, x, y, fx=S_x) if entropy is not None else None
         return x + h * f.field_from_gradients(0.5 * (x + y), dE, dS)
 
     y0 = x + h * f(t, x)

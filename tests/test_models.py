@@ -1,0 +1,116 @@
+"""Models: structure by construction at random parameters, shapes, dtypes, bad input."""
+
+import pytest
+import torch
+
+from sp_dynamics import GENERICNet, HamiltonianNN, PortHamiltonianNN, gradient
+from sp_dynamics.brackets import CanonicalJ, ProjectionBracket
+
+F64 = torch.float64
+
+
+def test_hnn_field_is_J_grad_H():
+    # Catches: a sign or ordering slip between (q, p) and the field.
+    torch.manual_seed(0)
+    model = HamiltonianNN(4).double()
+    x = torch.randn(10, 4, dtype=F64)
+    dH = gradient(model.energy, x)
+    assert torch.allclose(model(0.0, x), CanonicalJ(2).apply(dH), atol=1e-14)
+    assert torch.allclose(model(0.0, x)[:, :2], dH[:, 2:])  # dq/dt = dH/dp
+
+
+@pytest.mark.parametrize("separable", [False, True])
+def test_hnn_pointwise_energy_conservation(separable):
+    # Catches: any change that breaks dH/dt = grad H . J grad H = 0 for arbitrary weights.
+    torch.manual_seed(1)
+    model = HamiltonianNN(2, separable=separable).double()
+    x = torch.randn(256, 2, dtype=F64)
+    rate = (gradient(model.energy, x) * model(0.0, x)).sum(-1)
+    assert rate.abs().max() <= 1e-14
+
+
+def test_port_hamiltonian_dissipates_for_any_parameters():
+    # Catches: a dissipation matrix that is not PSD (energy could grow) -- the sign is
+    # guaranteed by R = C C^T, not learned. Tried at extreme parameter values too.
+    for seed, scale in [(0, 1.0), (1, 100.0)]:
+        torch.manual_seed(seed)
+        model = PortHamiltonianNN(4, state_dependent_R=bool(seed)).double()
+        with torch.no_grad():
+            for p in model.R.parameters():
+                p.mul_(scale)
+        x = torch.randn(128, 4, dtype=F64)
+        R = model.dissipation_matrix(x)
+        assert torch.linalg.eigvalsh(R).min() >= -1e-10 * R.abs().max()
+        rate = (gradient(model.energy, x) * model(0.0, x)).sum(-1)
+        assert rate.max() <= 1e-12
+
+
+@pytest.mark.parametrize("bracket", ["projection", "basis"])
+def test_generic_net_rates(bracket):
+    # Catches: a GENERIC model whose exact bracket no longer gives dE/dt = 0, dS/dt >= 0.
+    torch.manual_seed(2)
+    model = GENERICNet(4, bracket=bracket).double()
+    x = torch.randn(256, 4, dtype=F64)
+    dE, dS = model.gradients(x)
+    f = model(0.0, x)
+    assert ((dE * f).sum(-1).abs() / (dE.norm(dim=-1) * f.norm(dim=-1).max())).max() <= 1e-12
+    assert (dS * f).sum(-1).min() >= -1e-14
+    assert model.penalty(x) <= 1e-24
+
+
+def test_generic_net_soft_penalty_is_positive():
+    torch.manual_seed(3)
+    model = GENERICNet(3, bracket="soft").double()
+    assert model.penalty(torch.randn(32, 3, dtype=F64)) > 1e-6
+
+
+def test_known_components():
+    # Every component can be known (a function) or learned (a module): a GENERICNet built from
+    # the DNO's true energy and entropy with a learned bracket still conserves energy.
+    E = lambda x: x[..., 1] ** 2 / 2 - 3.0 * torch.cos(x[..., 0]) + x[..., 2]  # noqa: E731
+    S = lambda x: x[..., 2]  # noqa: E731
+    model = GENERICNet(3, energy=E, entropy=S, bracket=ProjectionBracket(3)).double()
+    x = torch.randn(64, 3, dtype=F64)
+    assert (gradient(E, x) * model(0.0, x)).sum(-1).abs().max() <= 1e-12
+    hnn = HamiltonianNN(2, energy=lambda x: 0.5 * (x**2).sum(-1))
+    assert torch.allclose(hnn(0.0, torch.tensor([1.0, 2.0])), torch.tensor([2.0, -1.0]))
+
+
+@pytest.mark.parametrize("cls,dim", [(HamiltonianNN, 2), (PortHamiltonianNN, 2), (GENERICNet, 3)])
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_batched_shapes_and_dtypes(cls, dim, dtype):
+    model = cls(dim, hidden=16, depth=2).to(dtype)
+    x = torch.randn(3, 4, 5, dim, dtype=dtype)
+    out = model(0.0, x)
+    assert out.shape == x.shape and out.dtype == dtype
+    assert model.energy(x).shape == (3, 4, 5)
+    flat = model(0.0, x.reshape(-1, dim)).reshape(x.shape)
+    assert torch.allclose(out, flat, atol=1e-6 if dtype == torch.float32 else 1e-14)
+
+
+def test_training_gradients_flow_and_inference_is_detached():
+    model = HamiltonianNN(2, hidden=8, depth=1).double()
+    x = torch.randn(16, 2, dtype=F64)
+    loss = model(0.0, x).pow(2).mean()
+    loss.backward()
+    # The energy's final bias cannot affect grad H, so it (only it) receives no gradient.
+    for name, p in model.named_parameters():
+        if name == "energy_net.fn.2.bias":
+            assert p.grad is None
+        else:
+            assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
+    with torch.no_grad():
+        assert not model(0.0, x).requires_grad
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="even"):
+        HamiltonianNN(3)
+    with pytest.raises(ValueError, match=r"\(\.\.\., 2\)"):
+        HamiltonianNN(2)(0.0, torch.zeros(5, 3))
+    with pytest.raises(ValueError, match="does not match"):
+        GENERICNet(3, bracket=ProjectionBracket(4))
+    with pytest.raises(ValueError, match="activation"):
+        HamiltonianNN(2, act="relu6")
+    with pytest.raises(ValueError, match="either"):
+        HamiltonianNN(2, separable=True, energy=lambda x: x.sum(-1))
