@@ -44,10 +44,14 @@ def eps_traj(pred: Tensor, true: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def energy_drift(energy: Callable[[Tensor], Tensor], xs: Tensor) -> Tensor:
-    """``max_t |H(x(t)) - H(x(0))| / |H(x(0))|`` per trajectory of (J, T, n) states, (J,)."""
+def energy_drift(energy: Callable[[Tensor], Tensor], xs: Tensor, relative: bool = True) -> Tensor:
+    """``max_t |H(x(t)) - H(x(0))| / |H(x(0))|`` per trajectory of (J, T, n) states, (J,).
+
+    ``relative=False`` drops the division: use it where H(x(0)) can be near zero (the DNO's
+    energy p^2/2 - k cos q + S is), which makes the relative value meaningless."""
     H = energy(xs)
-    return ((H - H[:, :1]).abs() / H[:, :1].abs()).max(-1).values
+    drift = (H - H[:, :1]).abs().max(-1).values
+    return drift / H[:, 0].abs() if relative else drift
 
 
 @torch.no_grad()

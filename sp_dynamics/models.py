@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from typing import Callable
 
-import torch
 from torch import Tensor, nn
 
 from .brackets import CanonicalJ, GenericBracket, LearnedSPD, make_bracket
@@ -62,7 +61,7 @@ class HamiltonianNN(nn.Module):
     ):
         super().__init__()
         if dim < 2 or dim % 2:
-            raise ValueError(f"HamiltonianNN needs an even state dimension (q, p), got {dim}")
+            raise ValueError(f"{type(self).__name__} needs an even state dimension (q, p), got {dim}")
         self.dim = dim
         self.separable = separable
         self.J = CanonicalJ(dim // 2)
@@ -91,7 +90,7 @@ class HamiltonianNN(nn.Module):
         return self.field_from_gradients(x, gradient(self.energy, x))
 
 
-class PortHamiltonianNN(nn.Module):
+class PortHamiltonianNN(HamiltonianNN):
     """Dissipative (port-Hamiltonian) network ``dx/dt = (J - R(x)) grad H(x)``.
 
     ``R = C C^T`` (C lower triangular, positive diagonal) is symmetric PSD by construction,
@@ -109,29 +108,21 @@ class PortHamiltonianNN(nn.Module):
         depth: int = 3,
         act: str = "tanh",
         energy: ScalarFn | nn.Module | None = None,
+        separable: bool = False,
         state_dependent_R: bool = False,
     ):
-        super().__init__()
-        if dim < 2 or dim % 2:
-            raise ValueError(f"PortHamiltonianNN needs an even state dimension (q, p), got {dim}")
-        self.dim = dim
-        self.J = CanonicalJ(dim // 2)
-        self.energy_net = _scalar(energy, dim, hidden, depth, act)
+        super().__init__(dim, hidden, depth, act, energy, separable)
         self.R = LearnedSPD(dim, state_dependent=state_dependent_R, init_std=0.1)
 
-    def energy(self, x: Tensor) -> Tensor:
-        return self.energy_net(x)
+    def _R_input(self, x: Tensor) -> Tensor | None:
+        return x if self.R.state_dependent else None
 
     def dissipation_matrix(self, x: Tensor) -> Tensor:
         """R(x), shape (n, n) or (..., n, n); symmetric PSD."""
-        return self.R.matrix(x if self.R.state_dependent else None).to(x.dtype)
+        return self.R.matrix(self._R_input(x)).to(x.dtype)
 
     def field_from_gradients(self, x: Tensor, dE: Tensor, dS: Tensor | None = None) -> Tensor:
-        return self.J.apply(dE) - self.R.apply(x if self.R.state_dependent else None, dE)
-
-    def forward(self, t, x: Tensor) -> Tensor:
-        _check_shape(x, self.dim, type(self).__name__)
-        return self.field_from_gradients(x, gradient(self.energy, x))
+        return self.J.apply(dE) - self.R.apply(self._R_input(x), dE)
 
 
 class GENERICNet(nn.Module):
