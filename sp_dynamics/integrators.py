@@ -111,12 +111,16 @@ def _fixed_point(G: Callable[[Tensor], Tensor], y0: Tensor, x: Tensor, opts, nam
     z0 = y_star.clone().requires_grad_(True)
     G0 = G(z0)
 
+    def vjp(g: Tensor) -> Tensor:
+        (out,) = torch.autograd.grad(G0, z0, g, retain_graph=True, allow_unused=True)
+        return torch.zeros_like(g) if out is None else out  # None: G does not depend on y
+
     def adjoint(u: Tensor | None) -> Tensor | None:
         if u is None:  # autograd passes None for outputs that received no gradient
             return None
         with torch.enable_grad():
             return _iterate(
-                lambda g: torch.autograd.grad(G0, z0, g, retain_graph=True)[0] + u,
+                lambda g: vjp(g) + u,
                 u,
                 1.0 + float(u.detach().abs().max()),
                 opts,

@@ -180,6 +180,15 @@ def test_gradcheck_through_steps(method):
     assert torch.autograd.gradcheck(fn, (v,), atol=1e-6)
 
 
+def test_implicit_step_of_a_state_independent_field():
+    # Edge case of the implicit-function-theorem backward: a field that ignores the state.
+    c = torch.tensor([1.0, -2.0], dtype=F64, requires_grad=True)
+    xs = integrate(lambda t, x: c.expand_as(x), torch.zeros(2, dtype=F64), torch.tensor([0.0, 0.5], dtype=F64),
+                   method="implicit_midpoint")
+    xs[-1].sum().backward()
+    assert torch.allclose(c.grad, torch.full((2,), 0.5, dtype=F64))
+
+
 def test_gradcheck_discrete_gradient_generic():
     torch.manual_seed(3)
     model = GENERICNet(3, hidden=8, depth=1).double()
