@@ -52,9 +52,10 @@ __all__ = [
 # Guard added to squared norms before dividing: ||v||^2 + eps. The projection residual is
 # P_v v = v eps / (||v||^2 + eps), i.e. relative size eps / ||v||^2, so eps must be far below the
 # squared gradient norms met in practice (a fixed 1e-12 already gives 1e-10 at ||v|| = 0.1).
-# With these values projections are exact to round-off for ||v|| >~ 1e-5 (float64) and the
-# projector tends smoothly to the identity (no NaN) as v -> 0.
-_EPS_BY_DTYPE = {torch.float64: 1e-20, torch.float32: 1e-12}
+# With these values the relative degeneracy residual is <= 1e-10 for ||v|| >= 1e-10 (float64)
+# and <= 1e-8 for ||v|| >= 1e-6 (float32); the projector tends smoothly to the identity (no NaN)
+# as v -> 0, and the guard bounds its derivative by ~1/sqrt(eps).
+_EPS_BY_DTYPE = {torch.float64: 1e-30, torch.float32: 1e-20}
 
 
 def guard_eps(dtype: torch.dtype, eps: float | None = None) -> float:
