@@ -198,7 +198,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.cmd == "eval" and (args.size < 5 or args.size % 2 == 0):
         parser.error("--size must be odd and >= 5")
-    {"train": cmd_train, "eval": cmd_eval}[args.cmd](args)
+    try:
+        {"train": cmd_train, "eval": cmd_eval}[args.cmd](args)
+    except (ValueError, FileNotFoundError) as exc:  # bad checkpoint or settings: one clear line
+        parser.exit(2, f"maze: error: {exc}\n")
 
 
 if __name__ == "__main__":

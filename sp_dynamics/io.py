@@ -45,4 +45,8 @@ def safe_load(path: str | os.PathLike, what: str = "file") -> Any:
     except FileNotFoundError:
         raise
     except Exception as exc:
-        raise ValueError(f"corrupt or unreadable {what} {str(path)!r}: {exc}") from exc
+        # torch's own message can suggest weights_only=False, which is wrong advice here
+        raise ValueError(
+            f"corrupt or unreadable {what} {str(path)!r} (torch.load raised {type(exc).__name__}; "
+            "the file is truncated, not a torch file, or holds non-tensor objects)"
+        ) from exc
