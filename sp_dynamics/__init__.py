@@ -18,7 +18,8 @@ from .brackets import (
 )
 from .data import DatasetConfig, FamilyDataset, make_family_dataset
 from .integrators import ConvergenceError, discrete_gradient, integrate
-from .models import GENERICNet, HamiltonianNN, PortHamiltonianNN
+from .models import GENERICNet, HamiltonianNN, LatentGENERICNet, LatentHamiltonianNN, PortHamiltonianNN
+from .modulation import MODULATIONS, ModulatedMLP, orthogonality_penalty
 from .nn import MLP, gradient
 from .registry import get_system, list_systems, register_system, unregister_system
 from .system import System, ring_states
@@ -39,6 +40,11 @@ __all__ = [
     "HamiltonianNN",
     "PortHamiltonianNN",
     "GENERICNet",
+    "LatentHamiltonianNN",
+    "LatentGENERICNet",
+    "ModulatedMLP",
+    "MODULATIONS",
+    "orthogonality_penalty",
     "MLP",
     "gradient",
     "integrate",

@@ -270,3 +270,22 @@ def test_math_sanity_of_secular_ratio():
     assert abs(_secular_ratio(t) - 4.0) < 0.2
     assert abs(_secular_ratio(torch.sin(t).abs()) - 1.0) < 0.05
     assert math.isfinite(_secular_ratio(t))
+
+
+def test_fixed_point_accepts_its_roundoff_floor_but_not_slow_convergence():
+    # Catches: implicit steps failing on maps whose evaluation is noisy just above the
+    # tolerance (the discrete gradient's difference quotient is), and the opposite mistake of
+    # accepting a genuinely unconverged iterate.
+    from sp_dynamics.integrators import _iterate
+
+    opts = {"tol": 1e-14, "max_iter": 100}
+    flip = [1.0]
+
+    def noisy(y):  # contracts to 1, then alternates by 3e-14 around it
+        flip[0] = -flip[0]
+        return 1.0 + 0.5 * (y - 1.0) + 1.5e-14 * flip[0]
+
+    y = _iterate(noisy, torch.tensor([3.0], dtype=F64), 1.0, opts, "noisy")
+    assert abs(float(y) - 1.0) < 1e-13
+    with pytest.raises(ConvergenceError):
+        _iterate(lambda y: 1.0 + 0.999 * (y - 1.0), torch.tensor([3.0], dtype=F64), 1.0, opts, "slow")
