@@ -1,0 +1,209 @@
+"""Evolving-latent meta-training (Jing et al., arXiv 2508.11205; ``experiments/PROTOCOL.md``).
+
+A table of training latents (one per training system) is never reset; the base network
+(MLP weights, hypernetwork, shared SVD bases) and the latents co-evolve. Each outer iteration
+draws a batch of tasks and points, takes ``n_inner`` Adam steps on the batch's latents (base
+fixed), then ``n_outer`` Adam steps on the base (latents fixed). All tasks of a batch go
+through the network at once (tensors (K, N, n)): no Python loop over tasks.
+
+Runs are resumable: every ``checkpoint_every`` iterations the model, both optimisers, the
+latent table with its Adam moments and all random-number states are written atomically to
+``run_dir/checkpoint.pt``; a run started again on the same folder continues from there and
+ends exactly where an uninterrupted run with the same seed ends. ``metrics.csv`` and
+``config.json`` are written next to it.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from ..io import atomic_save, atomic_write_text, safe_load
+from ..modulation import orthogonality_penalty
+from .adaptation import support_loss
+
+__all__ = ["MetaConfig", "meta_train", "PRESETS"]
+
+
+@dataclass(frozen=True)
+class MetaConfig:
+    """Meta-training settings; defaults follow protocol v1 (PROTOCOL.md)."""
+
+    iterations: int = 2000
+    tasks_per_batch: int = 10
+    points_per_task: int = 256
+    n_inner: int = 3
+    n_outer: int = 1
+    lr_base: float = 1e-3
+    lr_latent: float = 1e-2
+    grad_clip: float = 1.0
+    lam_z: float = 1e-2
+    lam_phi: float = 1e-3
+    lam_orth: float = 1e-2
+    latent_init_std: float = 0.1
+    seed: int = 0
+    checkpoint_every: int = 100
+    log_every: int = 10
+
+
+PRESETS = {
+    "quick": MetaConfig(iterations=300, checkpoint_every=50),
+    "paper": MetaConfig(iterations=5000, checkpoint_every=250),
+}
+
+
+class _RowAdam:
+    """Adam on rows of a table: rows outside the batch keep their value *and* their moments
+    (a plain Adam over the whole table would keep moving them by momentum)."""
+
+    def __init__(self, table: Tensor, lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
+        self.lr, self.b1, self.b2, self.eps = lr, betas[0], betas[1], eps
+        self.m = torch.zeros_like(table)
+        self.v = torch.zeros_like(table)
+        self.t = torch.zeros(table.shape[0], dtype=torch.long)
+
+    @torch.no_grad()
+    def step(self, table: Tensor, rows: Tensor, grad: Tensor) -> None:
+        self.t[rows] += 1
+        t = self.t[rows].to(table.dtype).unsqueeze(-1)
+        self.m[rows] = self.b1 * self.m[rows] + (1 - self.b1) * grad
+        self.v[rows] = self.b2 * self.v[rows] + (1 - self.b2) * grad**2
+        m_hat = self.m[rows] / (1 - self.b1**t)
+        v_hat = self.v[rows] / (1 - self.b2**t)
+        table[rows] -= self.lr * m_hat / (v_hat.sqrt() + self.eps)
+
+    def state_dict(self) -> dict:
+        return {"m": self.m, "v": self.v, "t": self.t}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.m, self.v, self.t = state["m"].clone(), state["v"].clone(), state["t"].clone()
+
+
+def _hyper_parameters(model: nn.Module) -> list[Tensor]:
+    return [p for name, p in model.named_parameters() if ".hyper." in name]
+
+
+def _orth(model: nn.Module) -> Tensor:
+    from ..modulation import ModulatedMLP
+
+    terms = [orthogonality_penalty(m) for m in model.modules() if isinstance(m, ModulatedMLP) and m.kind == "svd"]
+    return sum(terms) if terms else torch.zeros(())
+
+
+def meta_train(
+    model: nn.Module,
+    x: Tensor,
+    dx: Tensor,
+    config: MetaConfig = MetaConfig(),
+    run_dir: str | Path | None = None,
+    progress: bool | None = None,
+    callback: Callable[[int, dict], None] | None = None,
+) -> tuple[Tensor, list[dict]]:
+    """Meta-train a latent model on the training systems of a family.
+
+    Args:
+        model: a latent model, ``model(t, x, z)`` with x (K, N, n) and z (K, k), and a
+            ``latent_dim`` attribute (:class:`~sp_dynamics.LatentHamiltonianNN`, ...).
+        x, dx: training states and derivatives per system, (S, P, n): S systems, P points each
+            (e.g. ``dataset.x[train_ids].reshape(S, -1, n)``).
+        config: settings. run_dir: folder for checkpoint, metrics and config (resumes if a
+            checkpoint is there). progress: tqdm bar (None: only on a terminal).
+        callback: called as ``callback(iteration, metrics)`` after each iteration.
+
+    Returns:
+        The trained latent table (S, k) and the logged metrics.
+    """
+    if x.ndim != 3 or x.shape != dx.shape:
+        raise ValueError(f"x and dx must both be (systems, points, n), got {tuple(x.shape)} and {tuple(dx.shape)}")
+    if not bool(torch.isfinite(x).all() and torch.isfinite(dx).all()):
+        raise ValueError("training data contain NaN or inf")
+    S, P, _ = x.shape
+    K = min(config.tasks_per_batch, S)
+    N = min(config.points_per_task, P)
+    torch.manual_seed(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)
+    latents = config.latent_init_std * torch.randn(S, model.latent_dim, generator=gen, dtype=x.dtype)
+    base_params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(base_params, lr=config.lr_base)
+    row_adam = _RowAdam(latents, config.lr_latent)
+    hyper = _hyper_parameters(model)
+    start, log = 0, []
+
+    run_dir = Path(run_dir) if run_dir is not None else None
+    ckpt_path = run_dir / "checkpoint.pt" if run_dir is not None else None
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(json.dumps(dataclasses.asdict(config), indent=2), run_dir / "config.json")
+        if ckpt_path.exists():
+            state = safe_load(ckpt_path, "meta-training checkpoint")
+            if state.get("config") != dataclasses.asdict(config):
+                raise ValueError(f"{ckpt_path} was written with a different config; use a new run folder")
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            latents = state["latents"].clone()
+            row_adam.load_state_dict(state["latent_adam"])
+            gen.set_state(state["generator"])
+            torch.set_rng_state(state["torch_rng"])
+            start, log = state["iteration"], list(state["log"])
+
+    def save(iteration: int) -> None:
+        atomic_save(
+            {
+                "config": dataclasses.asdict(config), "iteration": iteration, "model": model.state_dict(),
+                "optimizer": opt.state_dict(), "latents": latents, "latent_adam": row_adam.state_dict(),
+                "generator": gen.get_state(), "torch_rng": torch.get_rng_state(), "log": log,
+            },
+            ckpt_path,
+        )
+        with open(run_dir / "metrics.csv", "w", newline="") as fh:  # rewritten: consistent after resume
+            writer = csv.DictWriter(fh, fieldnames=["iteration", "loss", "latent_norm", "orth", "time_s"])
+            writer.writeheader()
+            writer.writerows(log)
+
+    t0 = time.time()
+    bar = tqdm(range(start, config.iterations), initial=start, total=config.iterations, desc="meta-train",
+               disable=None if progress is None else not progress)
+    for it in bar:
+        tasks = torch.randperm(S, generator=gen)[:K]
+        pts = torch.stack([torch.randperm(P, generator=gen)[:N] for _ in range(K)])
+        xb = torch.gather(x[tasks], 1, pts.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+        dxb = torch.gather(dx[tasks], 1, pts.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+        # inner loop: the batch's latents, base fixed
+        for _ in range(config.n_inner):
+            z = latents[tasks].clone().requires_grad_(True)
+            loss_z = support_loss(model, xb, dxb, z).sum() + config.lam_z * z.norm(dim=-1).sum()
+            (gz,) = torch.autograd.grad(loss_z, z)
+            row_adam.step(latents, tasks, gz)
+        # outer loop: the base, latents fixed
+        z = latents[tasks]
+        for _ in range(config.n_outer):
+            data = support_loss(model, xb, dxb, z).mean()
+            orth = _orth(model)
+            reg = config.lam_phi * torch.sqrt(sum(p.pow(2).sum() for p in hyper)) if hyper else 0.0
+            loss = data + reg + config.lam_orth * orth
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(base_params, config.grad_clip)
+            opt.step()
+        if not torch.isfinite(data):
+            raise FloatingPointError(f"meta-training diverged at iteration {it} (loss {float(data.detach())})")
+        row = {"iteration": it + 1, "loss": float(data.detach()), "latent_norm": float(latents.norm(dim=-1).mean()),
+               "orth": float(orth.detach()), "time_s": round(time.time() - t0, 3)}
+        if (it + 1) % config.log_every == 0 or it + 1 == config.iterations:
+            log.append(row)
+            bar.set_postfix(loss=f"{row['loss']:.3e}")
+        if ckpt_path is not None and ((it + 1) % config.checkpoint_every == 0 or it + 1 == config.iterations):
+            save(it + 1)
+        if callback is not None:
+            callback(it + 1, row)
+    return latents, log

@@ -1,0 +1,125 @@
+"""Evolving-latent meta-training and latent auto-decoding."""
+
+import math
+
+import pytest
+import torch
+
+from conftest import all_system_names
+from sp_dynamics import LatentGENERICNet, LatentHamiltonianNN, get_system, make_family_dataset
+from sp_dynamics.meta import MetaConfig, adapt_latent, meta_train, support_loss
+from sp_dynamics.meta.training import _RowAdam
+
+TINY = dict(n_instances=6, n_train=4, n_traj=2)
+
+
+def _model(system, seed=0):
+    torch.manual_seed(seed)
+    if system.is_generic:
+        return LatentGENERICNet(system.dim, kind="svd", rank=2, latent_dim=4, hidden=16, depth=2, hyper_hidden=16).double()
+    return LatentHamiltonianNN(system.dim, kind="svd", rank=2, latent_dim=4, hidden=16, depth=2, hyper_hidden=16).double()
+
+
+def _train_data(name):
+    d = make_family_dataset(name, seed=0, **TINY)
+    tr = d.train_ids
+    return d, d.x[tr].reshape(len(tr), -1, d.dim), d.dx[tr].reshape(len(tr), -1, d.dim)
+
+
+CFG = MetaConfig(iterations=12, tasks_per_batch=3, points_per_task=32, checkpoint_every=4, log_every=2)
+
+
+def test_resume_after_kill_matches_uninterrupted(tmp_path):
+    # Catches: state missing from checkpoints (optimiser moments, latent Adam state, RNG
+    # streams): a resumed run would then drift from the uninterrupted one.
+    _, x, dx = _train_data("mass_spring")
+    system = get_system("mass_spring")
+    full = _model(system)
+    z_full, log_full = meta_train(full, x, dx, CFG, run_dir=tmp_path / "full", progress=False)
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_7(it, _row):  # dies after the checkpoint at iteration 4, before the one at 8
+        if it == 7:
+            raise Killed
+
+    first = _model(system)
+    with pytest.raises(Killed):
+        meta_train(first, x, dx, CFG, run_dir=tmp_path / "resumed", progress=False, callback=kill_at_7)
+    resumed = _model(system, seed=123)  # a fresh process: different initial weights, overwritten
+    z_res, log_res = meta_train(resumed, x, dx, CFG, run_dir=tmp_path / "resumed", progress=False)
+    assert torch.equal(z_res, z_full)
+    for (n, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), n
+    assert [r["loss"] for r in log_res] == [r["loss"] for r in log_full]
+    csv_rows = (tmp_path / "resumed" / "metrics.csv").read_text().strip().splitlines()
+    assert len(csv_rows) == 1 + len(log_full)
+    assert (tmp_path / "resumed" / "config.json").exists()
+
+
+def test_checkpoint_errors(tmp_path):
+    _, x, dx = _train_data("mass_spring")
+    system = get_system("mass_spring")
+    meta_train(_model(system), x, dx, CFG, run_dir=tmp_path, progress=False)
+    other = MetaConfig(iterations=12, tasks_per_batch=2, checkpoint_every=4)
+    with pytest.raises(ValueError, match="different config"):
+        meta_train(_model(system), x, dx, other, run_dir=tmp_path, progress=False)
+    (tmp_path / "checkpoint.pt").write_bytes(b"\x00" * 10)
+    with pytest.raises(ValueError, match="corrupt or unreadable meta-training checkpoint"):
+        meta_train(_model(system), x, dx, CFG, run_dir=tmp_path, progress=False)
+    bad = x.clone()
+    bad[0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        meta_train(_model(system), bad, dx, CFG, progress=False)
+    with pytest.raises(ValueError, match="systems, points"):
+        meta_train(_model(system), x[0], dx[0], CFG, progress=False)
+
+
+def test_row_adam_leaves_other_rows_alone():
+    # Catches: latents of systems outside the batch moving (momentum of a plain Adam).
+    table = torch.zeros(5, 3, dtype=torch.float64)
+    opt = _RowAdam(table, lr=0.1)
+    opt.step(table, torch.tensor([0, 1]), torch.ones(2, 3, dtype=torch.float64))
+    before = table.clone()
+    opt.step(table, torch.tensor([2]), torch.ones(1, 3, dtype=torch.float64))
+    assert torch.equal(table[:2], before[:2]) and torch.equal(table[3:], before[3:])
+    assert torch.allclose(table[2], torch.full((3,), -0.1, dtype=torch.float64))  # first Adam step = -lr
+
+
+def test_meta_training_reduces_loss_and_batches_tasks():
+    _, x, dx = _train_data("duffing")
+    model = _model(get_system("duffing"))
+    cfg = MetaConfig(iterations=60, tasks_per_batch=4, points_per_task=64, lr_base=3e-3, log_every=10)
+    _, log = meta_train(model, x, dx, cfg, progress=False)
+    assert log[-1]["loss"] < 0.5 * log[0]["loss"]
+    assert all(math.isfinite(r["loss"]) for r in log)
+
+
+@pytest.mark.parametrize("name", all_system_names())
+def test_adaptation_reduces_support_loss_on_every_system(name):
+    # Catches: adaptation that does not reach the latent (frozen wrongly, detached hyper path)
+    # or touches the base.
+    system = get_system(name)
+    d, x, dx = _train_data(name)
+    model = _model(system)
+    cfg = MetaConfig(iterations=25, tasks_per_batch=4, points_per_task=64, lr_base=3e-3)
+    Z, _ = meta_train(model, x, dx, cfg, progress=False)
+    g = torch.Generator().manual_seed(0)
+    shots = [d.sample_shots(i, 20, g) for i in d.test_ids]
+    xs, dxs = torch.stack([s[0] for s in shots]), torch.stack([s[1] for s in shots])
+    base_before = {k: v.clone() for k, v in model.state_dict().items()}
+    z, hist = adapt_latent(model, xs, dxs, Z.mean(0), steps=40, lr=5e-2)
+    after = support_loss(model, xs, dxs, z)
+    before = support_loss(model, xs, dxs, Z.mean(0).expand(len(xs), -1))
+    assert (after < before).all(), (before, after)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in base_before.items())  # base frozen
+    assert all(p.requires_grad for p in model.parameters())  # and restored afterwards
+    cond = model.condition(z[0])
+    assert cond(0.0, xs[0]).shape == xs[0].shape
+
+
+def test_adapt_bad_input():
+    model = _model(get_system("pendulum"))
+    with pytest.raises(ValueError, match="support sets"):
+        adapt_latent(model, torch.zeros(5, 2), torch.zeros(5, 2), torch.zeros(4))
