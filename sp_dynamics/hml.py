@@ -53,7 +53,7 @@ def scan_affine_2x2(A: Tensor, b: Tensor) -> Tensor:
     """
     T = b.shape[1]
     A = A.expand(b.shape[0], *A.shape[1:])
-    d = 1
+    d = 1  # (A of shape (1, T, ...) broadcasts over the batch)
     while d < T:
         A_prev = torch.cat([torch.eye(2, dtype=A.dtype, device=A.device).expand_as(A[:, :d]), A[:, :-d]], 1)
         b_prev = torch.cat([torch.zeros_like(b[:, :d]), b[:, :-d]], 1)
@@ -69,16 +69,21 @@ class HamiltonianMemoryLayer(nn.Module):
     Args:
         input_size, state_size (D), output_size.
         potential: ``"quadratic"`` (linear variant, parallel scan available) or ``"mlp"``.
-        dt: initial step size (learnable, kept positive by softplus).
+        dt: initial step size (learnable, per channel). Quadratic potential: kept inside the
+            leapfrog stability limit, ``dt = 0.95 (2 / sqrt(k)) sigmoid(.)``; MLP potential:
+            positive by softplus.
         damping: add a learnable non-negative damping gamma (off by default).
         stiffness_range: initial k_i log-uniform in this range (diverse frequencies).
         hidden: width of the potential MLP.
         mode: ``"loop"`` (sequential) or ``"scan"`` (quadratic potential only).
+        selective: input-dependent step per channel, ``dt_t = softplus(c + W x_t)`` (LinOSS /
+            Mamba-style selectivity). Every step stays symplectic whatever its size; a step
+            near zero freezes the oscillators, so blank inputs need not cost memory.
     """
 
     def __init__(self, input_size: int, state_size: int, output_size: int, potential: str = "quadratic",
                  dt: float = 0.5, damping: bool = False, stiffness_range: tuple[float, float] = (0.01, 3.0),
-                 hidden: int = 32, mode: str = "loop"):
+                 hidden: int = 32, mode: str = "loop", selective: bool = False):
         super().__init__()
         if potential not in ("quadratic", "mlp"):
             raise ValueError(f"potential must be 'quadratic' or 'mlp', got {potential!r}")
@@ -89,20 +94,40 @@ class HamiltonianMemoryLayer(nn.Module):
         lo, hi = stiffness_range
         k0 = torch.exp(torch.empty(state_size).uniform_(math.log(lo), math.log(hi)))
         self.raw_k = nn.Parameter(torch.log(torch.expm1(k0)))  # softplus^-1
-        self.raw_dt = nn.Parameter(torch.tensor(math.log(math.expm1(dt))))
+        if potential == "quadratic":
+            # dt = dt_max sigmoid(raw) with dt_max = 0.95 * 2 / sqrt(k): inside the leapfrog
+            # stability limit dt^2 k < 4 for any parameters and inputs (|eigenvalues| = 1)
+            frac = torch.clamp(dt / self._dt_max(k0), 0.01, 0.99)
+            self.raw_dt = nn.Parameter(torch.log(frac / (1 - frac)))
+        else:
+            self.raw_dt = nn.Parameter(torch.full((state_size,), math.log(math.expm1(dt))))
         self.raw_gamma = nn.Parameter(torch.full((state_size,), -4.0)) if damping else None
         self.force = nn.Linear(input_size, state_size)
         self.readout = nn.Linear(2 * state_size, output_size)
         self.V_net = MLP(state_size, 1, hidden, 2) if potential == "mlp" else None
+        self.dt_proj = nn.Linear(input_size, state_size) if selective else None
+        if selective:
+            nn.init.zeros_(self.dt_proj.weight)
+            nn.init.zeros_(self.dt_proj.bias)
 
     # -- physics ---------------------------------------------------------------------------------
     @property
     def stiffness(self) -> Tensor:
         return F.softplus(self.raw_k)
 
+    @staticmethod
+    def _dt_max(k: Tensor) -> Tensor:
+        return 0.95 * 2.0 / torch.sqrt(k)
+
+    def _dt_from_raw(self, raw: Tensor) -> Tensor:
+        if self.potential == "quadratic":
+            return self._dt_max(self.stiffness.to(raw)) * torch.sigmoid(raw)
+        return F.softplus(raw)
+
     @property
     def dt(self) -> Tensor:
-        return F.softplus(self.raw_dt)
+        """Per-channel step (D,) (the step for zero input when ``selective``)."""
+        return self._dt_from_raw(self.raw_dt)
 
     def potential_energy(self, q: Tensor) -> Tensor:
         V = 0.5 * (self.stiffness.to(q) * q**2).sum(-1)
@@ -118,6 +143,12 @@ class HamiltonianMemoryLayer(nn.Module):
         if self.V_net is None:
             return self.stiffness.to(q) * q
         return gradient(self.potential_energy, q)
+
+    def step_sizes(self, x: Tensor) -> Tensor:
+        """Step sizes (B, T, D) for inputs (B, T, I) (constant unless ``selective``)."""
+        if self.dt_proj is None:
+            return self.dt.to(x).expand(x.shape[0], x.shape[1], self.D)
+        return self._dt_from_raw(self.raw_dt.to(x) + self.dt_proj(x))
 
     def step(self, q: Tensor, p: Tensor, force: Tensor, dt: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """One kick-drift-kick step (plus damping if enabled). ``dt < 0`` runs time backwards."""
@@ -135,6 +166,7 @@ class HamiltonianMemoryLayer(nn.Module):
         self._check(x)
         B, T, _ = x.shape
         forces = self.force(x)
+        dts = self.step_sizes(x)                                                       # (B, T, D)
         if state is None:
             q = p = x.new_zeros(B, self.D)
         else:
@@ -142,15 +174,15 @@ class HamiltonianMemoryLayer(nn.Module):
         if self.mode == "scan":
             if self.raw_gamma is not None:
                 raise ValueError("the scan mode does not support damping; use mode='loop'")
-            A, u = linear_leapfrog_coefficients(self.stiffness.to(x), self.dt.to(x))   # (D, 2, 2), (D, 2)
-            b = u * forces.unsqueeze(-1)                                               # (B, T, D, 2)
+            A, u = linear_leapfrog_coefficients(self.stiffness.to(x), dts)   # (B, T, D, 2, 2), (B, T, D, 2)
+            b = u * forces.unsqueeze(-1)                                     # (B, T, D, 2)
             b = b.clone()
-            b[:, 0] = b[:, 0] + (A @ torch.stack([q, p], -1).unsqueeze(-1)).squeeze(-1)  # initial state
-            s = scan_affine_2x2(A.expand(1, T, *A.shape), b)
+            b[:, 0] = b[:, 0] + (A[:, 0] @ torch.stack([q, p], -1).unsqueeze(-1)).squeeze(-1)  # initial state
+            s = scan_affine_2x2(A, b)
             return s[..., 0], s[..., 1]
         qs, ps = [], []
         for t in range(T):
-            q, p = self.step(q, p, forces[:, t])
+            q, p = self.step(q, p, forces[:, t], dts[:, t])
             qs.append(q)
             ps.append(p)
         return torch.stack(qs, 1), torch.stack(ps, 1)

@@ -130,3 +130,26 @@ def test_stack_and_bad_input():
         HamiltonianMemoryLayer(3, 4, 2, potential="mlp", mode="scan")
     with pytest.raises(ValueError, match="int64"):
         model(torch.zeros(3, 12))
+
+
+def test_selective_steps_scan_equals_loop_and_stay_stable():
+    # Catches: input-dependent steps breaking scan == loop, or leaving the leapfrog stability
+    # region (dt^2 k < 4) for large inputs -- the state would then blow up exponentially.
+    torch.manual_seed(4)
+    loop = HamiltonianMemoryLayer(3, 4, 2, selective=True).double()
+    scan = HamiltonianMemoryLayer(3, 4, 2, selective=True, mode="scan").double()
+    scan.load_state_dict(loop.state_dict())
+    with torch.no_grad():
+        loop.dt_proj.weight.normal_(0, 5.0)
+        scan.dt_proj.weight.copy_(loop.dt_proj.weight)
+    g = torch.Generator().manual_seed(5)
+    x = 10 * torch.randn(2, 50, 3, generator=g, dtype=F64)
+    dts = loop.step_sizes(x)
+    assert (dts**2 * loop.stiffness < 4).all() and dts.std() > 0  # bounded and input-dependent
+    assert torch.allclose(loop(x)[0], scan(x)[0], atol=1e-10)
+    x_free = torch.zeros(2, 2000, 3, dtype=F64)  # unforced (zero input, zero force bias)
+    with torch.no_grad():
+        loop.force.bias.zero_()
+        qs, ps = loop.states(x_free, (torch.ones(2, 4, dtype=F64), torch.zeros(2, 4, dtype=F64)))
+    H = loop.energy(qs, ps)
+    assert ((H - H[:, :1]).abs() / H[:, :1]).max() < 0.5
