@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from sp_dynamics.nn import MLP
+
 from .graphs import GridGraph
 from .poisson import screened_poisson_solve
 
@@ -103,9 +105,8 @@ def maze_dataset(size: int, count: int, seed: int) -> tuple[Tensor, Tensor]:
     return torch.from_numpy(np.stack(cells)), torch.from_numpy(np.stack(targets)).double()
 
 
-class _MLP(nn.Sequential):
-    def __init__(self, i: int, h: int, o: int):
-        super().__init__(nn.Linear(i, h), nn.SiLU(), nn.Linear(h, o))
+def _mlp(i: int, h: int, o: int) -> MLP:
+    return MLP(i, o, hidden=h, depth=1, act="silu")
 
 
 class MazeSolver(nn.Module):
@@ -123,12 +124,12 @@ class MazeSolver(nn.Module):
         super().__init__()
         self.fields, self.rtol, self.max_iter = fields, rtol, max_iter
         self.embed = nn.Embedding(n_types, embed)
-        self.edge_net = _MLP(2 * embed, hidden, fields)        # symmetric in the two cells
-        self.node_net = _MLP(embed, hidden, 2 * fields)        # source and damping
+        self.edge_net = _mlp(2 * embed, hidden, fields)        # symmetric in the two cells
+        self.node_net = _mlp(embed, hidden, 2 * fields)        # source and damping
         n_pair = fields * (fields + 1) // 2
         # The readout sees physics features only: with the cell types available it can settle in
         # the local optimum "every open cell is on the path" and never learn the sources.
-        self.readout = _MLP(fields + n_pair, hidden, 1)
+        self.readout = _mlp(fields + n_pair, hidden, 1)
 
     def operators(self, cells: Tensor):
         """Conductances (right, down), damping alpha and sources b, each (B, C, ...)."""
