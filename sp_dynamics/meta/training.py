@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from ..io import atomic_save, atomic_write_text, safe_load
-from ..modulation import orthogonality_penalty
+from ..modulation import ModulatedMLP, orthogonality_penalty
 from .adaptation import support_loss
 
 __all__ = ["MetaConfig", "meta_train", "PRESETS"]
@@ -93,8 +93,6 @@ def _hyper_parameters(model: nn.Module) -> list[Tensor]:
 
 
 def _orth(model: nn.Module) -> Tensor:
-    from ..modulation import ModulatedMLP
-
     terms = [orthogonality_penalty(m) for m in model.modules() if isinstance(m, ModulatedMLP) and m.kind == "svd"]
     return sum(terms) if terms else torch.zeros(())
 
@@ -174,7 +172,7 @@ def meta_train(
                disable=None if progress is None else not progress)
     for it in bar:
         tasks = torch.randperm(S, generator=gen)[:K]
-        pts = torch.stack([torch.randperm(P, generator=gen)[:N] for _ in range(K)])
+        pts = torch.rand(K, P, generator=gen).argsort(-1)[:, :N]  # N distinct points per task
         xb = torch.gather(x[tasks], 1, pts.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
         dxb = torch.gather(dx[tasks], 1, pts.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
 
