@@ -12,7 +12,11 @@ from torch import Tensor
 
 from .integrators import integrate
 
-__all__ = ["relative_error", "eps_field", "eps_traj", "rollout", "energy_drift", "entropy_increments"]
+__all__ = ["relative_error", "eps_field", "eps_traj", "rollout", "energy_drift", "entropy_increments", "ssim",
+           "field_ssim", "SSIM_IMPLEMENTATION"]
+
+# Name to cite in tables (protocol: "name the implementation").
+SSIM_IMPLEMENTATION = "sp_dynamics.metrics.ssim (Wang et al. 2004; 11x11 Gaussian window, sigma 1.5, K1 0.01, K2 0.03)"
 
 VectorField = Callable[[Tensor, Tensor], Tensor]
 
@@ -59,3 +63,45 @@ def entropy_increments(entropy: Callable[[Tensor], Tensor], xs: Tensor) -> Tenso
     """``S(x(t_{i+1})) - S(x(t_i))`` along (J, T, n) trajectories, (J, T - 1)."""
     S = entropy(xs)
     return S[:, 1:] - S[:, :-1]
+
+
+def _gaussian_window(size: int, sigma: float, dtype, device) -> Tensor:
+    r = torch.arange(size, dtype=dtype, device=device) - (size - 1) / 2
+    g = torch.exp(-(r**2) / (2 * sigma**2))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :])[None, None]
+
+
+def ssim(pred: Tensor, true: Tensor, data_range: float | None = None, window: int = 11, sigma: float = 1.5,
+         k1: float = 0.01, k2: float = 0.03) -> Tensor:
+    """Structural similarity of (H, W) images (Wang, Bovik, Sheikh, Simoncelli 2004).
+
+    Gaussian-weighted local statistics over the valid region (no padding), averaged; the
+    data range defaults to that of ``true`` (protocol v1). Same constants as scikit-image's
+    ``structural_similarity(..., gaussian_weights=True, sigma=1.5, use_sample_covariance=False)``.
+    """
+    if pred.shape != true.shape or pred.ndim != 2:
+        raise ValueError(f"ssim takes two images of the same (H, W) shape, got {tuple(pred.shape)}, {tuple(true.shape)}")
+    if min(pred.shape) < window:
+        raise ValueError(f"images must be at least {window} x {window} for the SSIM window")
+    L = float(true.max() - true.min()) if data_range is None else data_range
+    if not L > 0:
+        raise ValueError("SSIM data range must be positive (the true image is constant)")
+    w = _gaussian_window(window, sigma, true.dtype, true.device)
+    x, y = pred[None, None].to(true.dtype), true[None, None]
+    conv = lambda a: torch.nn.functional.conv2d(a, w)  # noqa: E731
+    mx, my = conv(x), conv(y)
+    vx = conv(x * x) - mx**2
+    vy = conv(y * y) - my**2
+    cxy = conv(x * y) - mx * my
+    c1, c2 = (k1 * L) ** 2, (k2 * L) ** 2
+    s_map = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+    return s_map.mean()
+
+
+@torch.no_grad()
+def field_ssim(model: VectorField, true_field: VectorField, grid: Tensor, n: int) -> float:
+    """SSIM between the true and learned |f| images on an n x n grid of states (n*n, dim)."""
+    learned = model(0.0, grid).norm(dim=-1).reshape(n, n)
+    true = true_field(0.0, grid).norm(dim=-1).reshape(n, n)
+    return float(ssim(learned, true))

@@ -1,5 +1,6 @@
 """Metrics on cases with known answers."""
 
+import pytest
 import torch
 
 from sp_dynamics import get_system
@@ -39,3 +40,42 @@ def test_energy_drift_relative_and_absolute():
     assert torch.allclose(energy_drift(H, xs), torch.tensor([0.5], dtype=F64))
     assert torch.allclose(energy_drift(H, xs, relative=False), torch.tensor([1.0], dtype=F64))
     assert torch.allclose(entropy_increments(H, xs), torch.tensor([[0.5, -1.5]], dtype=F64))
+
+
+def test_ssim_properties():
+    # Catches: a broken SSIM (wrong constants or statistics): identity gives 1, it is symmetric
+    # for a fixed data range, and it decreases monotonically with added noise.
+    from sp_dynamics.metrics import ssim
+
+    g = torch.Generator().manual_seed(0)
+    img = torch.randn(50, 50, generator=g, dtype=F64).cumsum(0).cumsum(1)  # smooth-ish image
+    assert abs(float(ssim(img, img)) - 1.0) < 1e-12
+    noisy = [img + s * img.std() * torch.randn(50, 50, generator=g, dtype=F64) for s in (0.05, 0.2, 0.8)]
+    vals = [float(ssim(n, img)) for n in noisy]
+    assert vals[0] > vals[1] > vals[2] and vals[0] < 1
+    L = float(img.max() - img.min())
+    assert abs(float(ssim(noisy[0], img, data_range=L)) - float(ssim(img, noisy[0], data_range=L))) < 1e-12
+
+
+def test_ssim_matches_scikit_image_when_available():
+    skm = pytest.importorskip("skimage.metrics", reason="optional cross-check: pip install scikit-image")
+    from sp_dynamics.metrics import ssim
+
+    g = torch.Generator().manual_seed(1)
+    a = torch.rand(50, 50, generator=g, dtype=F64)
+    b = a + 0.1 * torch.randn(50, 50, generator=g, dtype=F64)
+    ref = skm.structural_similarity(b.numpy(), a.numpy(), data_range=float(a.max() - a.min()),
+                                    gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+    assert abs(float(ssim(b, a)) - ref) < 1e-10  # same statistics, same valid-region average
+
+
+def test_field_ssim_and_bad_input():
+    from sp_dynamics.metrics import field_ssim, ssim
+
+    s = get_system("pendulum")
+    dyn = s.dynamics(torch.tensor([1.0, 1.0], dtype=F64))
+    assert abs(field_ssim(dyn, dyn, s.field_grid(50), 50) - 1.0) < 1e-12
+    with pytest.raises(ValueError, match="same"):
+        ssim(torch.zeros(20, 20), torch.zeros(20, 21))
+    with pytest.raises(ValueError, match="data range"):
+        ssim(torch.zeros(20, 20), torch.zeros(20, 20))
