@@ -1,6 +1,19 @@
 """Meta-learning on parameter families: evolving-latent meta-training and latent auto-decoding."""
 
 from .adaptation import adapt_latent, support_loss
+from .baselines import GradientMetaConfig, adapt_all, train_maml, train_reptile, train_scratch
+from .maml import maml_meta_gradient
 from .training import MetaConfig, meta_train
 
-__all__ = ["MetaConfig", "meta_train", "adapt_latent", "support_loss"]
+__all__ = [
+    "MetaConfig",
+    "meta_train",
+    "adapt_latent",
+    "support_loss",
+    "maml_meta_gradient",
+    "GradientMetaConfig",
+    "train_maml",
+    "train_reptile",
+    "train_scratch",
+    "adapt_all",
+]

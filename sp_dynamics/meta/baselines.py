@@ -1,0 +1,144 @@
+"""Gradient-based meta-learning baselines for Hamiltonian networks: MAML, ANIL, Reptile, Scratch.
+
+All use the functional HNN of :mod:`sp_dynamics.meta.maml` and are batched over tasks with
+``torch.func.vmap`` (per-task parameters carry a leading task dimension K). Divergence is not
+an exception: a non-finite loss ends training and is recorded (``log[-1]["diverged"]``), as the
+protocol asks for NaN/divergence to be reported as it happens.
+
+Shapes: per-system data (S, P, n); support/query sets (K, N, n).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.func import grad, vmap
+
+from .maml import adapt_params, hnn_field, hnn_loss, maml_meta_gradient
+
+__all__ = ["GradientMetaConfig", "train_maml", "train_reptile", "adapt_all", "train_scratch", "last_layer",
+           "batched_field"]
+
+Params = dict[str, Tensor]
+
+
+@dataclass(frozen=True)
+class GradientMetaConfig:
+    iterations: int = 1000
+    tasks_per_batch: int = 10
+    support_points: int = 128
+    query_points: int = 128
+    inner_lr: float = 1e-2
+    inner_steps: int = 1
+    outer_lr: float = 1e-3
+    first_order: bool = False
+    reptile_step: float = 0.1
+    reptile_inner_steps: int = 5
+    grad_clip: float = 1.0
+    seed: int = 0
+
+
+def last_layer(energy_net: nn.Module) -> callable:
+    """Selector of the last linear layer's parameters (ANIL adapts only these)."""
+    last = [name for name, _ in energy_net.named_parameters()][-1].rsplit(".", 1)[0]
+    return lambda name: name.rsplit(".", 1)[0] == last
+
+
+def _params(net: nn.Module) -> Params:
+    return {k: v.detach().clone().requires_grad_(True) for k, v in net.named_parameters()}
+
+
+def _sample(x: Tensor, dx: Tensor, K: int, n_s: int, n_q: int, gen: torch.Generator):
+    S, P, n = x.shape
+    tasks = torch.randperm(S, generator=gen)[:K]
+    idx = torch.rand(len(tasks), P, generator=gen).argsort(-1)[:, : n_s + n_q].unsqueeze(-1).expand(-1, -1, n)
+    xb, dxb = torch.gather(x[tasks], 1, idx), torch.gather(dx[tasks], 1, idx)
+    return (xb[:, :n_s], dxb[:, :n_s]), (xb[:, n_s:], dxb[:, n_s:])
+
+
+def _clip_(grads: Params, max_norm: float) -> None:
+    total = torch.sqrt(sum(g.pow(2).sum() for g in grads.values()))
+    if total > max_norm:
+        for g in grads.values():
+            g.mul_(max_norm / (total + 1e-12))
+
+
+def train_maml(energy_net: nn.Module, x: Tensor, dx: Tensor, cfg: GradientMetaConfig = GradientMetaConfig(),
+               anil: bool = False) -> tuple[Params, list[dict]]:
+    """MAML (second order unless ``cfg.first_order``) or ANIL (last layer adapted) meta-training."""
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    params = _params(energy_net)
+    opt = torch.optim.Adam(list(params.values()), lr=cfg.outer_lr)
+    trainable = last_layer(energy_net) if anil else None
+    log: list[dict] = []
+    K = min(cfg.tasks_per_batch, x.shape[0])
+    for it in range(cfg.iterations):
+        support, query = _sample(x, dx, K, cfg.support_points, cfg.query_points, gen)
+        grads, loss = maml_meta_gradient(energy_net, {k: v.detach() for k, v in params.items()}, support, query,
+                                         cfg.inner_lr, cfg.inner_steps, cfg.first_order, trainable)
+        if not math.isfinite(float(loss)) or not all(torch.isfinite(g).all() for g in grads.values()):
+            log.append({"iteration": it + 1, "loss": float(loss), "diverged": True})
+            break
+        _clip_(grads, cfg.grad_clip)
+        for k, p in params.items():
+            p.grad = grads[k]
+        opt.step()
+        log.append({"iteration": it + 1, "loss": float(loss), "diverged": False})
+    return {k: v.detach() for k, v in params.items()}, log
+
+
+def adapt_all(energy_net: nn.Module, params: Params, x: Tensor, dx: Tensor, lr: float, steps: int,
+              trainable=None) -> Params:
+    """Gradient-descent adaptation of shared ``params`` to each of K support sets at once:
+    per-task parameters with a leading dimension K."""
+    return vmap(lambda xs, dxs: adapt_params(energy_net, params, xs, dxs, lr, steps, True, trainable))(x, dx)
+
+
+def batched_field(energy_net: nn.Module, task_params: Params, x: Tensor) -> Tensor:
+    """Fields of K per-task parameter sets at their own points x (K, N, n)."""
+    return vmap(lambda p, xs: hnn_field(energy_net, p, xs))(task_params, x)
+
+
+def train_reptile(energy_net: nn.Module, x: Tensor, dx: Tensor,
+                  cfg: GradientMetaConfig = GradientMetaConfig()) -> tuple[Params, list[dict]]:
+    """Reptile: adapt per task with SGD, then move the shared parameters toward the mean of the
+    adapted ones, ``theta <- theta + eps (mean_k theta_k - theta)``."""
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    params = {k: v.detach() for k, v in _params(energy_net).items()}
+    log: list[dict] = []
+    K = min(cfg.tasks_per_batch, x.shape[0])
+    for it in range(cfg.iterations):
+        (xs, dxs), (xq, dxq) = _sample(x, dx, K, cfg.support_points, cfg.query_points, gen)
+        adapted = adapt_all(energy_net, params, xs, dxs, cfg.inner_lr, cfg.reptile_inner_steps)
+        loss = float(vmap(lambda p, a, b: hnn_loss(energy_net, p, a, b))(adapted, xq, dxq).mean())
+        if not math.isfinite(loss) or not all(torch.isfinite(v).all() for v in adapted.values()):
+            log.append({"iteration": it + 1, "loss": loss, "diverged": True})
+            break
+        params = {k: v + cfg.reptile_step * (adapted[k].mean(0) - v) for k, v in params.items()}
+        log.append({"iteration": it + 1, "loss": loss, "diverged": False})
+    return params, log
+
+
+def train_scratch(energy_net_factory, x: Tensor, dx: Tensor, steps: int = 1000, lr: float = 1e-3,
+                  seed: int = 0) -> tuple[Params, list[float]]:
+    """Scratch baseline: a fresh network per task trained on its K shots only, all K tasks at
+    once (x, dx: (K, N, n)). Returns per-task parameters (leading dim K) and the mean losses."""
+    torch.manual_seed(seed)
+    nets = [energy_net_factory() for _ in range(x.shape[0])]
+    template = nets[0]
+    task_params = {k: torch.stack([dict(n.named_parameters())[k].detach() for n in nets]).requires_grad_(True)
+                   for k, _ in template.named_parameters()}
+    opt = torch.optim.Adam(list(task_params.values()), lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss = vmap(lambda p, a, b: hnn_loss(template, p, a, b))(task_params, x, dx).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()) / x.shape[0])
+    return {k: v.detach() for k, v in task_params.items()}, losses
