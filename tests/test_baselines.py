@@ -75,6 +75,15 @@ def test_adaptation_and_scratch_lower_the_support_loss():
     assert task_params["0.weight"].shape[0] == len(xs) and losses[-1] < 0.5 * losses[0]
 
 
+def test_support_and_query_must_fit():
+    import pytest
+
+    _, x, dx = _family()
+    too_many = GradientMetaConfig(iterations=1, support_points=200, query_points=200)
+    with pytest.raises(ValueError, match="exceed"):
+        train_maml(_net(), x, dx, too_many)
+
+
 def test_divergence_is_recorded_not_raised():
     # A non-finite loss ends training and is reported (protocol: report NaN as it happens).
     _, x, dx = _family()

@@ -87,6 +87,19 @@ def test_row_adam_leaves_other_rows_alone():
     assert torch.allclose(table[2], torch.full((3,), -0.1, dtype=torch.float64))  # first Adam step = -lr
 
 
+@pytest.mark.parametrize("kind", ["fw", "shift", "ro", "mr", "svd"])
+def test_every_modulation_meta_trains_without_nan(kind):
+    # Catches: NaN gradients at initialisation, e.g. the locality term ||phi||_2 differentiated
+    # at phi = 0 (FW's zero-initialised linear hypernetwork) as sqrt(sum phi^2).
+    _, x, dx = _train_data("mass_spring")
+    torch.manual_seed(0)
+    model = LatentHamiltonianNN(2, kind=kind, rank=2, latent_dim=4, hidden=16, depth=2, hyper_hidden=16).double()
+    _, log = meta_train(model, x, dx, MetaConfig(iterations=5, tasks_per_batch=3, points_per_task=16, log_every=1),
+                        progress=False)
+    assert all(math.isfinite(r["loss"]) for r in log)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
 def test_meta_training_reduces_loss_and_batches_tasks():
     _, x, dx = _train_data("duffing")
     model = _model(get_system("duffing"))

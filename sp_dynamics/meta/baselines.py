@@ -53,6 +53,8 @@ def _params(net: nn.Module) -> Params:
 
 def _sample(x: Tensor, dx: Tensor, K: int, n_s: int, n_q: int, gen: torch.Generator):
     S, P, n = x.shape
+    if n_s + n_q > P:
+        raise ValueError(f"support ({n_s}) + query ({n_q}) points exceed the {P} points per system")
     tasks = torch.randperm(S, generator=gen)[:K]
     idx = torch.rand(len(tasks), P, generator=gen).argsort(-1)[:, : n_s + n_q].unsqueeze(-1).expand(-1, -1, n)
     xb, dxb = torch.gather(x[tasks], 1, idx), torch.gather(dx[tasks], 1, idx)

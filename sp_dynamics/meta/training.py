@@ -187,7 +187,8 @@ def meta_train(
         for _ in range(config.n_outer):
             data = support_loss(model, xb, dxb, z).mean()
             orth = _orth(model)
-            reg = config.lam_phi * torch.sqrt(sum(p.pow(2).sum() for p in hyper)) if hyper else 0.0
+            # vector_norm: gradient 0 at 0 (FW's zero-initialised hypernetwork); sqrt(sum) gives NaN
+            reg = config.lam_phi * torch.linalg.vector_norm(torch.cat([p.flatten() for p in hyper])) if hyper else 0.0
             loss = data + reg + config.lam_orth * orth
             opt.zero_grad()
             loss.backward()

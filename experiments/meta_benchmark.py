@@ -1,0 +1,229 @@
+"""Protocol-v1 meta-learning benchmark on one system family (issue 3).
+
+    python -m experiments.meta_benchmark --system pendulum --preset quick            # main job
+    python -m experiments.meta_benchmark --system pendulum --preset paper --methods svd fw shift ro mr maml anil reptile scratch
+
+Meta-trains each method on the 70 training instances, adapts it to each of the 10 test
+instances from K shots (modulation methods: latent auto-decoding from the mean training latent;
+MAML/ANIL/Reptile: gradient steps; Scratch: a fresh network on the shots), and reports
+eps_field, eps_traj and SSIM (``sp_dynamics.metrics.SSIM_IMPLEMENTATION``) as mean +- std over
+seeds (each seed: mean over test instances). Writes a Markdown table, results.json and a phase
+portrait figure under ``experiments/results/`` (``--out`` to change). Protocol:
+``experiments/PROTOCOL.md``. Gradient baselines exist for Hamiltonian systems only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+import systems  # noqa: F401  (registers the built-in systems)
+from sp_dynamics import LatentGENERICNet, LatentHamiltonianNN, get_system, make_family_dataset
+from sp_dynamics.io import atomic_write_text
+from sp_dynamics.meta import GradientMetaConfig, MetaConfig, adapt_all, adapt_latent, meta_train
+from sp_dynamics.meta.baselines import last_layer, train_maml, train_reptile, train_scratch
+from sp_dynamics.meta.maml import hnn_field
+from sp_dynamics.metrics import SSIM_IMPLEMENTATION, eps_field, eps_traj, field_ssim, rollout
+from sp_dynamics.nn import MLP
+
+MODULATION = ("fw", "shift", "ro", "mr", "svd")
+GRADIENT = ("maml", "anil", "reptile", "scratch")
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    meta: MetaConfig = MetaConfig()
+    grad: GradientMetaConfig = GradientMetaConfig()
+    rank: int = 5
+    latent_dim: int = 8
+    shots: int = 50
+    adapt_steps: int = 500
+    adapt_lr: float = 1e-2
+    grad_adapt_steps: int = 10
+    scratch_steps: int = 500
+    seeds: tuple[int, ...] = (0, 1, 2)
+    dataset: dict = field(default_factory=dict)  # overrides of the protocol-v1 dataset
+
+
+PRESETS = {
+    "smoke": BenchConfig(meta=MetaConfig(iterations=3, checkpoint_every=10**9),
+                         grad=GradientMetaConfig(iterations=2, support_points=16, query_points=16),
+                         shots=10, adapt_steps=3, grad_adapt_steps=1, scratch_steps=3, seeds=(0,),
+                         dataset=dict(n_instances=6, n_train=4, n_traj=2, n_points=21)),
+    "quick": BenchConfig(meta=MetaConfig(iterations=300, checkpoint_every=100), grad=GradientMetaConfig(iterations=100),
+                         adapt_steps=300, scratch_steps=300, seeds=(0,)),
+    "paper": BenchConfig(meta=MetaConfig(iterations=5000, checkpoint_every=250), grad=GradientMetaConfig(iterations=2000)),
+}
+
+
+class _FunctionalField(nn.Module):
+    """An HNN given by an energy network and one task's parameters, as a (t, x) field."""
+
+    def __init__(self, net: nn.Module, params: dict):
+        super().__init__()
+        self.net, self.params = net, params
+
+    def forward(self, t, x):
+        return hnn_field(self.net, self.params, x.reshape(-1, x.shape[-1])).reshape(x.shape)
+
+
+def _shots(data, k, seed):
+    g = torch.Generator().manual_seed(10_000 + seed)
+    pairs = [data.sample_shots(i, min(k, data.x.shape[1] * data.x.shape[2]), g) for i in data.test_ids]
+    return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+
+
+def adapted_fields(method: str, system, data, cfg: BenchConfig, seed: int, run_dir: Path) -> list[nn.Module]:
+    """Train ``method`` on the training instances and return one adapted field per test instance."""
+    n = system.dim
+    tr = data.train_ids
+    x, dx = data.x[tr].reshape(len(tr), -1, n), data.dx[tr].reshape(len(tr), -1, n)
+    xs, dxs = _shots(data, cfg.shots, seed)
+    torch.manual_seed(seed)
+    if method in MODULATION:
+        cls = LatentGENERICNet if system.is_generic else LatentHamiltonianNN
+        rank = cfg.rank if method in ("mr", "svd") else 1
+        model = cls(n, kind=method, rank=rank, latent_dim=cfg.latent_dim).double()
+        Z, _ = meta_train(model, x, dx, dataclasses.replace(cfg.meta, seed=seed), run_dir=run_dir / f"{method}-seed{seed}")
+        z, _ = adapt_latent(model, xs, dxs, Z.mean(0), steps=cfg.adapt_steps, lr=cfg.adapt_lr)
+        return [model.condition(z[i]) for i in range(len(z))]
+    if system.is_generic:
+        raise ValueError(f"{method} is implemented for Hamiltonian systems only")
+    net = MLP(n, 1, hidden=64, depth=3).double()
+    gcfg = dataclasses.replace(cfg.grad, seed=seed)
+    if method == "scratch":
+        params, _ = train_scratch(lambda: MLP(n, 1, hidden=64, depth=3).double(), xs, dxs, steps=cfg.scratch_steps,
+                                  lr=1e-3, seed=seed)
+    else:
+        if method == "reptile":
+            meta_params, log = train_reptile(net, x, dx, gcfg)
+        else:
+            meta_params, log = train_maml(net, x, dx, gcfg, anil=(method == "anil"))
+        if log and log[-1]["diverged"]:
+            return []  # reported as NaN
+        trainable = last_layer(net) if method == "anil" else None
+        params = adapt_all(net, meta_params, xs, dxs, gcfg.inner_lr, cfg.grad_adapt_steps, trainable)
+    return [_FunctionalField(net, {k: v[i] for k, v in params.items()}) for i in range(len(data.test_ids))]
+
+
+def evaluate(fields, system, data) -> dict:
+    if not fields:
+        return {"eps_field": float("nan"), "eps_traj": float("nan"), "ssim": float("nan")}
+    grid = system.field_grid(50)
+    ef, et, ss = [], [], []
+    for f, i in zip(fields, data.test_ids):
+        true = system.dynamics(data.params[i])
+        ef.append(eps_field(f, true, grid))
+        ss.append(field_ssim(f, true, grid, 50))
+        try:
+            pred = rollout(f, data.x[i, :, 0], data.t)
+            et.append(float(eps_traj(pred, data.x[i]).mean()))
+        except Exception:  # a diverging learned field: report, don't crash
+            et.append(float("nan"))
+    return {"eps_field": float(np.mean(ef)), "eps_traj": float(np.mean(et)), "ssim": float(np.mean(ss))}
+
+
+def figure(fields, system, data, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.3))
+    for ax, (f, i) in zip(axes, list(zip(fields, data.test_ids))[:3]):
+        pred = rollout(f, data.x[i, :, 0], data.t)
+        for j in range(data.x.shape[1]):
+            ax.plot(data.x[i, j, :, 0], data.x[i, j, :, 1], "k-", lw=1.2, label="true" if j == 0 else None)
+            ax.plot(pred[j, :, 0], pred[j, :, 1], "r--", lw=1, label="adapted" if j == 0 else None)
+        mu = ", ".join(f"{n}={v:.2f}" for n, v in zip(system.param_names, data.params[i].tolist()))
+        ax.set_title(f"test instance {i} ({mu})", fontsize=9)
+        ax.set_xlabel("q")
+        ax.set_ylabel("p")
+    axes[0].legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--system", default="pendulum")
+    parser.add_argument("--preset", default="quick", choices=sorted(PRESETS))
+    parser.add_argument("--methods", nargs="+", default=["svd", "fw", "maml"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=None)
+    parser.add_argument("--out", default=str(RESULTS))
+    args = parser.parse_args(argv)
+    unknown = set(args.methods) - set(MODULATION + GRADIENT)
+    if unknown:
+        parser.error(f"unknown method(s) {sorted(unknown)}; choose from {MODULATION + GRADIENT}")
+    system = get_system(args.system)
+    cfg = PRESETS[args.preset]
+    if args.seeds:
+        cfg = dataclasses.replace(cfg, seeds=tuple(args.seeds))
+    out = Path(args.out)
+    run_dir = out / "runs" / f"meta-{args.system}-{args.preset}"
+    data = make_family_dataset(args.system, seed=0, **cfg.dataset)
+    results, start = {}, time.time()
+    for method in args.methods:
+        if system.is_generic and method in GRADIENT:
+            results[method] = {"skipped": "gradient baselines are implemented for Hamiltonian systems only"}
+            continue
+        per_seed = []
+        t0 = time.time()
+        for seed in cfg.seeds:
+            fields = adapted_fields(method, system, data, cfg, seed, run_dir)
+            per_seed.append(evaluate(fields, system, data))
+            if method == args.methods[0] and seed == cfg.seeds[0] and fields:
+                figure(fields, system, data, out / f"meta_{args.system}_{args.preset}_{method}.png",
+                       f"{args.system}: {method} adapted from {cfg.shots} shots (dopri5 rollouts)")
+        results[method] = {k: [r[k] for r in per_seed] for k in per_seed[0]} | {"wall_time_s": time.time() - t0}
+        print(f"{method:8s} " + "  ".join(
+            f"{k} {np.mean(results[method][k]):.3e}" for k in ("eps_field", "eps_traj", "ssim")), flush=True)
+    table = _table(args, cfg, results, time.time() - start)
+    print(table)
+    atomic_write_text(table, out / f"meta_{args.system}_{args.preset}.md")
+    atomic_write_text(json.dumps(results, indent=2), out / f"meta_{args.system}_{args.preset}.json")
+    return results
+
+
+def _table(args, cfg, results, wall) -> str:
+    def cell(v):
+        v = np.asarray(v, dtype=float)
+        return "NaN" if np.isnan(v).any() else f"{v.mean():.3e} ± {v.std():.1e}"
+
+    lines = [
+        f"# Meta-learning benchmark: {args.system}, preset `{args.preset}`",
+        "",
+        f"- command: `python -m experiments.meta_benchmark {' '.join(sys.argv[1:]) if args is not None else ''}`",
+        f"- machine: {platform.machine()}, {torch.get_num_threads()} torch threads; torch {torch.__version__}; "
+        f"date {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; total wall time {wall:.0f} s",
+        f"- seeds {list(cfg.seeds)}; {cfg.shots} shots; meta iterations {cfg.meta.iterations} (modulation), "
+        f"{cfg.grad.iterations} (MAML/ANIL/Reptile); latent adaptation {cfg.adapt_steps} Adam steps from the mean latent",
+        f"- SSIM: {SSIM_IMPLEMENTATION}",
+        "",
+        "| method | eps_field | eps_traj | SSIM | wall time (s) |",
+        "|---|---|---|---|---|",
+    ]
+    for m, r in results.items():
+        if "skipped" in r:
+            lines.append(f"| {m} | – | – | – | {r['skipped']} |")
+        else:
+            lines.append(f"| {m} | {cell(r['eps_field'])} | {cell(r['eps_traj'])} | {cell(r['ssim'])} | {r['wall_time_s']:.0f} |")
+    return "\n".join(lines + [""])
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
