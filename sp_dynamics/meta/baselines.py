@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from torch.func import grad, vmap
 
 from .maml import adapt_params, hnn_field, hnn_loss, maml_meta_gradient
+from .training import sample_tasks
 
 __all__ = ["GradientMetaConfig", "train_maml", "train_reptile", "adapt_all", "train_scratch", "last_layer",
            "batched_field"]
@@ -52,12 +53,10 @@ def _params(net: nn.Module) -> Params:
 
 
 def _sample(x: Tensor, dx: Tensor, K: int, n_s: int, n_q: int, gen: torch.Generator):
-    S, P, n = x.shape
+    P = x.shape[1]
     if n_s + n_q > P:
         raise ValueError(f"support ({n_s}) + query ({n_q}) points exceed the {P} points per system")
-    tasks = torch.randperm(S, generator=gen)[:K]
-    idx = torch.rand(len(tasks), P, generator=gen).argsort(-1)[:, : n_s + n_q].unsqueeze(-1).expand(-1, -1, n)
-    xb, dxb = torch.gather(x[tasks], 1, idx), torch.gather(dx[tasks], 1, idx)
+    _, xb, dxb = sample_tasks(x, dx, K, n_s + n_q, gen)
     return (xb[:, :n_s], dxb[:, :n_s]), (xb[:, n_s:], dxb[:, n_s:])
 
 

@@ -88,6 +88,14 @@ class _RowAdam:
         self.m, self.v, self.t = state["m"].clone(), state["v"].clone(), state["t"].clone()
 
 
+def sample_tasks(x: Tensor, dx: Tensor, K: int, N: int, gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+    """K random systems and N distinct random points of each: (task ids (K,), x (K, N, n), dx (K, N, n))."""
+    S, P, n = x.shape
+    tasks = torch.randperm(S, generator=gen)[:K]
+    pts = torch.rand(len(tasks), P, generator=gen).argsort(-1)[:, :N].unsqueeze(-1).expand(-1, -1, n)
+    return tasks, torch.gather(x[tasks], 1, pts), torch.gather(dx[tasks], 1, pts)
+
+
 def _hyper_parameters(model: nn.Module) -> list[Tensor]:
     return [p for name, p in model.named_parameters() if ".hyper." in name]
 
@@ -171,10 +179,7 @@ def meta_train(
     bar = tqdm(range(start, config.iterations), initial=start, total=config.iterations, desc="meta-train",
                disable=None if progress is None else not progress)
     for it in bar:
-        tasks = torch.randperm(S, generator=gen)[:K]
-        pts = torch.rand(K, P, generator=gen).argsort(-1)[:, :N]  # N distinct points per task
-        xb = torch.gather(x[tasks], 1, pts.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
-        dxb = torch.gather(dx[tasks], 1, pts.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+        tasks, xb, dxb = sample_tasks(x, dx, K, N, gen)
 
         # inner loop: the batch's latents, base fixed
         for _ in range(config.n_inner):
