@@ -6,11 +6,8 @@ import torch
 from torch import Tensor
 
 
-def check_state(x: Tensor, dim: int, name: str = "state") -> Tensor:
-    """Validate a batch of states of shape (..., dim).
-
-    Raises ValueError naming the problem: not a tensor, wrong last dimension, NaN or inf.
-    """
+def check_shape(x: Tensor, dim: int, name: str = "state") -> Tensor:
+    """Cheap check (no host sync) that x is a tensor of shape (..., dim)."""
     if not isinstance(x, Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.ndim == 0 or x.shape[-1] != dim:
@@ -18,6 +15,15 @@ def check_state(x: Tensor, dim: int, name: str = "state") -> Tensor:
             f"{name} must have shape (..., {dim}) (last dimension = state dimension {dim}), "
             f"got shape {tuple(x.shape)}"
         )
+    return x
+
+
+def check_state(x: Tensor, dim: int, name: str = "state") -> Tensor:
+    """Validate a batch of states of shape (..., dim).
+
+    Raises ValueError naming the problem: not a tensor, wrong last dimension, NaN or inf.
+    """
+    check_shape(x, dim, name)
     check_finite(x, name)
     return x
 

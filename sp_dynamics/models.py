@@ -18,6 +18,7 @@ from typing import Callable
 
 from torch import Tensor, nn
 
+from ._checks import check_shape
 from .brackets import CanonicalJ, GenericBracket, LearnedSPD, make_bracket
 from .modulation import ModulatedMLP
 from .nn import MLP, ScalarFunction, gradient
@@ -194,9 +195,7 @@ class GENERICNet(nn.Module):
 def _check_shape(x: Tensor, dim: int, who: str) -> None:
     # Cheap shape check on the hot path; full finiteness checks happen at the API edges
     # (integrate, systems, datasets) so the training loop pays no host sync per call.
-    if not isinstance(x, Tensor) or x.ndim == 0 or x.shape[-1] != dim:
-        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"{who} expects states of shape (..., {dim}), got {shape}")
+    check_shape(x, dim, f"{who} input")
 
 
 class _Conditioned(nn.Module):
