@@ -28,20 +28,27 @@ from torch import Tensor, nn
 
 from .nn import MLP, gradient
 
-__all__ = ["HamiltonianMemoryLayer", "HMLStack", "linear_leapfrog_coefficients", "scan_affine_2x2"]
+__all__ = [
+    "HamiltonianMemoryLayer", "HMLStack", "causal_conv_fft", "energy_trace", "linear_leapfrog_coefficients",
+    "matrix_powers", "phase_space", "plot_diagnostics", "scan_affine_2x2",
+]
 
 
-def linear_leapfrog_coefficients(k: Tensor, dt: Tensor) -> tuple[Tensor, Tensor]:
+def linear_leapfrog_coefficients(k: Tensor, dt: Tensor, gamma: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Leapfrog for V = k q^2 / 2 as ``(q', p') = A (q, p) + u F``: A (..., 2, 2), u (..., 2).
 
     ``det A = 1`` exactly in exact arithmetic (symplectic); stable (|eigenvalues| = 1) for
-    ``dt^2 k < 4``.
+    ``dt^2 k < 4``. With damping ``gamma`` the p row is scaled by ``exp(-dt gamma)`` (then
+    ``det A = exp(-dt gamma) <= 1``).
     """
     a = dt**2 * k / 2
     A = torch.stack(
         [torch.stack([1 - a, dt.expand_as(a)], -1), torch.stack([-(dt * k / 2) * (2 - a), 1 - a], -1)], -2
     )
     u = torch.stack([dt.expand_as(a) ** 2 / 2, dt * (1 - a / 2)], -1)
+    if gamma is not None:
+        decay = torch.stack([torch.ones_like(a), torch.exp(-dt * gamma).expand_as(a)], -1)
+        A, u = A * decay.unsqueeze(-1), u * decay
     return A, u
 
 
@@ -49,18 +56,53 @@ def scan_affine_2x2(A: Tensor, b: Tensor) -> Tensor:
     """All prefix states of ``s_t = A_t s_{t-1} + b_t`` (s_{-1} = 0) along dim 1 (time).
 
     A: (B or 1, T, D, 2, 2), b: (B, T, D, 2) -> (B, T, D, 2). Hillis--Steele doubling with the
-    composition ``(A2, b2) o (A1, b1) = (A2 A1, A2 b1 + b2)``: log2(T) rounds.
+    composition ``(A2, b2) o (A1, b1) = (A2 A1, A2 b1 + b2)``: log2(T) rounds. The 2x2 products
+    are written out entry by entry (a batched ``@`` on 2x2 blocks is ~3x slower on CPU), and an
+    A shared over the batch (leading dim 1) is composed once, not once per sequence.
     """
     T = b.shape[1]
-    A = A.expand(b.shape[0], *A.shape[1:])
-    d = 1  # (A of shape (1, T, ...) broadcasts over the batch)
+    a11, a12, a21, a22 = A[..., 0, 0], A[..., 0, 1], A[..., 1, 0], A[..., 1, 1]
+    b1, b2 = b[..., 0], b[..., 1]
+    d = 1
     while d < T:
-        A_prev = torch.cat([torch.eye(2, dtype=A.dtype, device=A.device).expand_as(A[:, :d]), A[:, :-d]], 1)
-        b_prev = torch.cat([torch.zeros_like(b[:, :d]), b[:, :-d]], 1)
-        b = (A @ b_prev.unsqueeze(-1)).squeeze(-1) + b
-        A = A @ A_prev
+        def shift(x: Tensor, fill: float) -> Tensor:  # x_{t-d}, with the identity element before t = 0
+            return torch.cat([torch.full_like(x[:, :d], fill), x[:, :-d]], 1)
+
+        p1, p2 = shift(b1, 0.0), shift(b2, 0.0)
+        b1, b2 = a11 * p1 + a12 * p2 + b1, a21 * p1 + a22 * p2 + b2
+        if 2 * d < T:  # the last round needs no new A
+            q11, q12, q21, q22 = shift(a11, 1.0), shift(a12, 0.0), shift(a21, 0.0), shift(a22, 1.0)
+            a11, a12, a21, a22 = (a11 * q11 + a12 * q21, a11 * q12 + a12 * q22,
+                                  a21 * q11 + a22 * q21, a21 * q12 + a22 * q22)
         d *= 2
-    return b
+    return torch.stack([b1, b2], -1)
+
+
+def matrix_powers(A: Tensor, n: int) -> Tensor:
+    """``A^0, ..., A^(n-1)`` for A (..., 2, 2) by doubling: (n, ..., 2, 2)."""
+    P = torch.eye(2, dtype=A.dtype, device=A.device).expand(1, *A.shape)
+    A_m = A  # A^m, m = current number of powers
+    while P.shape[0] < n:
+        P = torch.cat([P, A_m @ P], 0)
+        A_m = A_m @ A_m
+    return P[:n]
+
+
+def causal_conv_fft(F_in: Tensor, kernel: Tensor) -> Tensor:
+    """``s_t = sum_{tau <= t} kernel_tau F_{t - tau}`` for F_in (B, T, D), kernel (T, D, 2) -> (B, T, D, 2).
+
+    Zero-padded FFT convolution (length >= 2T - 1, no wrap-around; a power of two, since FFT
+    sizes with large prime factors are several times slower): O(T log T) per channel.
+    """
+    T = F_in.shape[1]
+    n = 1 << (2 * T - 1).bit_length()
+    spec_F = torch.fft.rfft(F_in.transpose(1, 2), n=n)                  # (B, D, n/2 + 1), time last
+    spec_k = torch.fft.rfft(kernel.permute(1, 2, 0), n=n)               # (D, 2, n/2 + 1)
+    s = torch.fft.irfft(spec_F.unsqueeze(2) * spec_k, n=n)[..., :T]     # (B, D, 2, T)
+    return s.permute(0, 3, 1, 2)
+
+
+MODES = ("loop", "scan", "fft", "reversible")
 
 
 class HamiltonianMemoryLayer(nn.Module):
@@ -68,39 +110,71 @@ class HamiltonianMemoryLayer(nn.Module):
 
     Args:
         input_size, state_size (D), output_size.
-        potential: ``"quadratic"`` (linear variant, parallel scan available) or ``"mlp"``.
+        potential: ``"quadratic"`` (linear variant, parallel modes available) or ``"mlp"``.
         dt: initial step size (learnable, per channel). Quadratic potential: kept inside the
             leapfrog stability limit, ``dt = 0.95 (2 / sqrt(k)) sigmoid(.)``; MLP potential:
             positive by softplus.
         damping: add a learnable non-negative damping gamma (off by default).
-        stiffness_range: initial k_i log-uniform in this range (diverse frequencies).
+        stiffness_range: initial k_i log-uniform in this range (``frequencies="random"``).
+        frequencies: ``"random"`` (stiffness log-uniform, step ``dt``) or ``"linear"``: unit
+            stiffness and steps whose per-step rotation angles are evenly spaced,
+            ``theta_n = 2.4 n / D`` (the analogue of S4D-Lin's ``pi n`` imaginary parts, Gu et
+            al. 2022). Harmonic angles let a linear readout form sharp delay kernels
+            ``sum_n c_n cos(theta_n tau + phi_n)`` at long lags; ``dt`` is then ignored.
         hidden: width of the potential MLP.
-        mode: ``"loop"`` (sequential) or ``"scan"`` (quadratic potential only).
-        selective: input-dependent step per channel, ``dt_t = softplus(c + W x_t)`` (LinOSS /
-            Mamba-style selectivity). Every step stays symplectic whatever its size; a step
-            near zero freezes the oscillators, so blank inputs need not cost memory.
+        mode: how the sequence is computed; all give the same values and gradients.
+            ``"loop"``: sequential, autograd stores every step. ``"scan"``: exact associative
+            scan (quadratic potential). ``"fft"``: the state is a causal convolution of the
+            forces with the kernel ``A^tau u``, done by FFT (quadratic, not selective).
+            ``"reversible"``: sequential; backward rebuilds the states from the final state by
+            running the leapfrog backwards, so only ``ceil(T / checkpoint_every)`` states are
+            stored; exact states are kept every ``checkpoint_every`` steps so float32
+            round-off in the reconstruction cannot accumulate over more than that many steps
+            (UnICORNN, Rusch & Mishra 2021, does the reconstruction without checkpoints).
+        selective: input-dependent step per channel, ``dt_t = dt(c + W x_t)`` (LinOSS /
+            Mamba-style selectivity), still inside the stability limit. Every step stays
+            symplectic whatever its size; a step near zero freezes the oscillators.
+        checkpoint_every: checkpoint spacing of the reversible mode.
     """
 
     def __init__(self, input_size: int, state_size: int, output_size: int, potential: str = "quadratic",
                  dt: float = 0.5, damping: bool = False, stiffness_range: tuple[float, float] = (0.01, 3.0),
-                 hidden: int = 32, mode: str = "loop", selective: bool = False):
+                 hidden: int = 32, mode: str = "loop", selective: bool = False, frequencies: str = "random",
+                 checkpoint_every: int = 64):
         super().__init__()
         if potential not in ("quadratic", "mlp"):
             raise ValueError(f"potential must be 'quadratic' or 'mlp', got {potential!r}")
-        if mode not in ("loop", "scan") or (mode == "scan" and potential != "quadratic"):
-            raise ValueError("mode must be 'loop' or 'scan', and 'scan' needs the quadratic potential")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if mode in ("scan", "fft") and potential != "quadratic":
+            raise ValueError(f"mode={mode!r} needs the quadratic potential (a nonlinear potential is not "
+                             "associative); use mode='loop' or 'reversible'")
+        if mode == "fft" and selective:
+            raise ValueError("mode='fft' needs time-invariant steps; use mode='scan' for selective steps")
+        if frequencies not in ("random", "linear"):
+            raise ValueError(f"frequencies must be 'random' or 'linear', got {frequencies!r}")
+        if int(checkpoint_every) < 1:
+            raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
         self.input_size, self.D, self.output_size = input_size, state_size, output_size
         self.potential, self.mode, self.damping = potential, mode, damping
-        lo, hi = stiffness_range
-        k0 = torch.exp(torch.empty(state_size).uniform_(math.log(lo), math.log(hi)))
+        self.checkpoint_every = int(checkpoint_every)
+        if frequencies == "linear":
+            # leapfrog on k q^2/2 rotates by theta with cos(theta) = 1 - dt^2 k / 2, i.e.
+            # dt sqrt(k) = 2 sin(theta / 2); 2.4 rad keeps every channel inside the dt bound below
+            k0 = torch.ones(state_size)
+            dt0 = 2 * torch.sin(1.2 * torch.arange(1, state_size + 1) / state_size)
+        else:
+            lo, hi = stiffness_range
+            k0 = torch.exp(torch.empty(state_size).uniform_(math.log(lo), math.log(hi)))
+            dt0 = torch.full((state_size,), float(dt))
         self.raw_k = nn.Parameter(torch.log(torch.expm1(k0)))  # softplus^-1
         if potential == "quadratic":
             # dt = dt_max sigmoid(raw) with dt_max = 0.95 * 2 / sqrt(k): inside the leapfrog
             # stability limit dt^2 k < 4 for any parameters and inputs (|eigenvalues| = 1)
-            frac = torch.clamp(dt / self._dt_max(k0), 0.01, 0.99)
+            frac = torch.clamp(dt0 / self._dt_max(k0), 0.01, 0.99)
             self.raw_dt = nn.Parameter(torch.log(frac / (1 - frac)))
         else:
-            self.raw_dt = nn.Parameter(torch.full((state_size,), math.log(math.expm1(dt))))
+            self.raw_dt = nn.Parameter(torch.log(torch.expm1(dt0)))
         self.raw_gamma = nn.Parameter(torch.full((state_size,), -4.0)) if damping else None
         self.force = nn.Linear(input_size, state_size)
         self.readout = nn.Linear(2 * state_size, output_size)
@@ -115,6 +189,11 @@ class HamiltonianMemoryLayer(nn.Module):
     def stiffness(self) -> Tensor:
         return F.softplus(self.raw_k)
 
+    @property
+    def gamma(self) -> Tensor | None:
+        """Damping rates (D,) >= 0, or None without damping."""
+        return None if self.raw_gamma is None else F.softplus(self.raw_gamma)
+
     @staticmethod
     def _dt_max(k: Tensor) -> Tensor:
         return 0.95 * 2.0 / torch.sqrt(k)
@@ -128,6 +207,12 @@ class HamiltonianMemoryLayer(nn.Module):
     def dt(self) -> Tensor:
         """Per-channel step (D,) (the step for zero input when ``selective``)."""
         return self._dt_from_raw(self.raw_dt)
+
+    def rotation_angles(self) -> Tensor:
+        """Per-step phase advance theta (D,) of each free oscillator (quadratic potential, zero input)."""
+        if self.potential != "quadratic":
+            raise ValueError("rotation angles are defined for the quadratic potential only")
+        return torch.arccos(1 - self.dt**2 * self.stiffness / 2)
 
     def potential_energy(self, q: Tensor) -> Tensor:
         V = 0.5 * (self.stiffness.to(q) * q**2).sum(-1)
@@ -147,7 +232,7 @@ class HamiltonianMemoryLayer(nn.Module):
     def step_sizes(self, x: Tensor) -> Tensor:
         """Step sizes (B, T, D) for inputs (B, T, I) (constant unless ``selective``)."""
         if self.dt_proj is None:
-            return self.dt.to(x).expand(x.shape[0], x.shape[1], self.D)
+            return self.dt.to(x).expand(*x.shape[:-1], self.D)
         return self._dt_from_raw(self.raw_dt.to(x) + self.dt_proj(x))
 
     def step(self, q: Tensor, p: Tensor, force: Tensor, dt: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -157,29 +242,54 @@ class HamiltonianMemoryLayer(nn.Module):
         q = q + dt * p
         p = p - 0.5 * dt * (self.grad_V(q) - force)
         if self.raw_gamma is not None:
-            p = p * torch.exp(-dt * F.softplus(self.raw_gamma.to(q)))
+            p = p * torch.exp(-dt * self.gamma.to(q))
+        return q, p
+
+    def inverse_step(self, q: Tensor, p: Tensor, force: Tensor, dt: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The exact inverse of :meth:`step` (undo damping, then kick-drift-kick with -dt)."""
+        dt = self.dt.to(q) if dt is None else dt
+        if self.raw_gamma is not None:
+            p = p * torch.exp(dt * self.gamma.to(q))
+        p = p + 0.5 * dt * (self.grad_V(q) - force)
+        q = q - dt * p
+        p = p + 0.5 * dt * (self.grad_V(q) - force)
         return q, p
 
     # -- sequences -------------------------------------------------------------------------------
+    def _initial(self, x: Tensor, state: tuple[Tensor, Tensor] | None) -> tuple[Tensor, Tensor]:
+        if state is None:
+            zero = x.new_zeros(x.shape[0], self.D)
+            return zero, zero
+        q, p = state
+        for name, s in (("q", q), ("p", p)):
+            if s.shape != (x.shape[0], self.D):
+                raise ValueError(f"initial {name} must have shape ({x.shape[0]}, {self.D}), got {tuple(s.shape)}")
+        return q, p
+
     def states(self, x: Tensor, state: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
         """All states (q_t, p_t) after each input, each (B, T, D)."""
         self._check(x)
-        B, T, _ = x.shape
+        T = x.shape[1]
+        q, p = self._initial(x, state)
         forces = self.force(x)
-        dts = self.step_sizes(x)                                                       # (B, T, D)
-        if state is None:
-            q = p = x.new_zeros(B, self.D)
-        else:
-            q, p = state
-        if self.mode == "scan":
-            if self.raw_gamma is not None:
-                raise ValueError("the scan mode does not support damping; use mode='loop'")
-            A, u = linear_leapfrog_coefficients(self.stiffness.to(x), dts)   # (B, T, D, 2, 2), (B, T, D, 2)
-            b = u * forces.unsqueeze(-1)                                     # (B, T, D, 2)
-            b = b.clone()
-            b[:, 0] = b[:, 0] + (A[:, 0] @ torch.stack([q, p], -1).unsqueeze(-1)).squeeze(-1)  # initial state
-            s = scan_affine_2x2(A, b)
+        if self.mode in ("scan", "fft"):
+            k, gamma = self.stiffness.to(x), None if self.gamma is None else self.gamma.to(x)
+            s0 = torch.stack([q, p], -1)                                     # (B, D, 2)
+            if self.mode == "fft":
+                A, u = linear_leapfrog_coefficients(k, self.dt.to(x), gamma)  # (D, 2, 2), (D, 2)
+                P = matrix_powers(A, T + 1)                                  # A^0 .. A^T
+                s = causal_conv_fft(forces, (P[:T] @ u.unsqueeze(-1)).squeeze(-1))
+                if state is not None:
+                    s = s + (P[1:] @ s0[:, None, :, :, None]).squeeze(-1)
+            else:
+                dts = self.step_sizes(x) if self.dt_proj is not None else self.dt.to(x).expand(1, T, self.D)
+                A, u = linear_leapfrog_coefficients(k, dts, gamma)            # (B or 1, T, D, 2, 2)
+                b = u * forces.unsqueeze(-1)                                 # (B, T, D, 2)
+                if state is not None:
+                    b = torch.cat([b[:, :1] + (A[:, :1] @ s0[:, None, :, :, None]).squeeze(-1), b[:, 1:]], 1)
+                s = scan_affine_2x2(A, b)
             return s[..., 0], s[..., 1]
+        dts = self.step_sizes(x)
         qs, ps = [], []
         for t in range(T):
             q, p = self.step(q, p, forces[:, t], dts[:, t])
@@ -188,6 +298,12 @@ class HamiltonianMemoryLayer(nn.Module):
         return torch.stack(qs, 1), torch.stack(ps, 1)
 
     def forward(self, x: Tensor, state: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        if self.mode == "reversible" and torch.is_grad_enabled():
+            self._check(x)
+            q0, p0 = self._initial(x, state)
+            params = tuple(self.parameters())
+            y, q, p = _ReversibleLeapfrog.apply(self, x, q0, p0, *params)
+            return y, (q, p)
         qs, ps = self.states(x, state)
         return self.readout(torch.cat([qs, ps], -1)), (qs[:, -1], ps[:, -1])
 
@@ -197,6 +313,67 @@ class HamiltonianMemoryLayer(nn.Module):
             raise ValueError(f"HML input must have shape (batch, time, {self.input_size}), got {shape}")
         if not bool(torch.isfinite(x).all()):
             raise ValueError("HML input contains NaN or inf")
+
+
+class _ReversibleLeapfrog(torch.autograd.Function):
+    """Sequential HML whose backward reconstructs the states instead of storing them.
+
+    Saved for backward: the input x (already alive as the previous layer's output), the final
+    state, and one exact state every ``checkpoint_every`` steps -- O(T / k) states instead of
+    the loop's O(T) states and intermediates. Backward walks t = T-1 .. 0: it rebuilds the state
+    before step t with :meth:`HamiltonianMemoryLayer.inverse_step` (or takes the checkpoint),
+    re-runs step t with autograd on, and pulls the cotangents back through it.
+    """
+
+    @staticmethod
+    def forward(ctx, layer: HamiltonianMemoryLayer, x: Tensor, q: Tensor, p: Tensor, *params: Tensor):
+        every, T = layer.checkpoint_every, x.shape[1]
+        with torch.no_grad():
+            forces, dts = layer.force(x), layer.step_sizes(x)
+            ys, checkpoints = [], []
+            for t in range(T):
+                if t % every == 0:
+                    checkpoints.append(torch.stack([q, p]))
+                q, p = layer.step(q, p, forces[:, t], dts[:, t])
+                ys.append(layer.readout(torch.cat([q, p], -1)))
+        ctx.layer = layer
+        ctx.save_for_backward(x, torch.stack(checkpoints), q, p)
+        return torch.stack(ys, 1), q, p
+
+    @staticmethod
+    def backward(ctx, gy: Tensor, gq: Tensor, gp: Tensor):
+        layer = ctx.layer
+        x, checkpoints, q, p = ctx.saved_tensors
+        every, T = layer.checkpoint_every, x.shape[1]
+        params = tuple(layer.parameters())
+        trainable = [i for i, w in enumerate(params) if w.requires_grad]
+        gparams = [torch.zeros_like(params[i]) for i in trainable]
+        gx = torch.zeros_like(x)
+        with torch.no_grad():
+            forces, dts = layer.force(x), layer.step_sizes(x)
+        for t in reversed(range(T)):
+            if t % every == 0:
+                q_prev, p_prev = checkpoints[t // every].unbind(0)
+            else:
+                with torch.no_grad():
+                    q_prev, p_prev = layer.inverse_step(q, p, forces[:, t], dts[:, t])
+            with torch.enable_grad():
+                qi, pi = q_prev.detach().requires_grad_(), p_prev.detach().requires_grad_()
+                xi = x[:, t].detach().requires_grad_()
+                q1, p1 = layer.step(qi, pi, layer.force(xi), layer.step_sizes(xi))
+                y = layer.readout(torch.cat([q1, p1], -1))
+                grads = torch.autograd.grad(
+                    (q1, p1, y), (qi, pi, xi, *(params[i] for i in trainable)), (gq, gp, gy[:, t]),
+                    allow_unused=True)
+            gq, gp, gx[:, t] = grads[0], grads[1], grads[2]
+            for acc, g in zip(gparams, grads[3:]):
+                if g is not None:
+                    acc += g
+            q, p = q_prev, p_prev
+        out: list[Tensor | None] = [None] * len(params)
+        for i, g in zip(trainable, gparams):
+            out[i] = g
+        return None, gx, gq, gp, *out
 
 
 class HMLStack(nn.Module):
@@ -220,3 +397,77 @@ class HMLStack(nn.Module):
             y, _ = layer(h)
             h = norm(h + y)
         return self.head(h)
+
+
+# -- diagnostics -----------------------------------------------------------------------------------
+def energy_trace(layer: HamiltonianMemoryLayer, x: Tensor, state: tuple[Tensor, Tensor] | None = None) -> dict[str, Tensor]:
+    """Energy of a layer's state along a sequence x (B, T, I), each entry (B, T).
+
+    ``H``: ``H(q_t, p_t)``. ``H_forced``: ``H(q_t, p_t) - F_t . q_t``, the energy of the system
+    in the current force field: while the input (hence the force) stays constant it is a
+    conserved quantity of the forced flow, so leapfrog keeps it bounded without drift; it
+    changes only where the input changes (the input does work). ``work``: the jump of
+    ``H_forced`` at each step that is due to the change of force, ``-(F_t - F_{t-1}) . q_{t-1}``.
+    """
+    with torch.no_grad():
+        qs, ps = layer.states(x, state)
+        forces = layer.force(x)
+        H = layer.energy(qs, ps)
+        H_forced = H - (forces * qs).sum(-1)
+        q_prev = torch.cat([torch.zeros_like(qs[:, :1]) if state is None else state[0][:, None], qs[:, :-1]], 1)
+        f_prev = torch.cat([torch.zeros_like(forces[:, :1]), forces[:, :-1]], 1)
+        work = -((forces - f_prev) * q_prev).sum(-1)
+    return {"H": H, "H_forced": H_forced, "work": work}
+
+
+def phase_space(layer: HamiltonianMemoryLayer, x: Tensor, channels: list[int] | None = None,
+                state: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+    """Phase-space trajectories (q_t, p_t) of the chosen channels, each (B, T, len(channels))."""
+    channels = list(range(min(layer.D, 4))) if channels is None else list(channels)
+    bad = [c for c in channels if not 0 <= c < layer.D]
+    if bad:
+        raise ValueError(f"channels {bad} out of range for a layer with {layer.D} oscillators")
+    with torch.no_grad():
+        qs, ps = layer.states(x, state)
+    return qs[..., channels], ps[..., channels]
+
+
+def plot_diagnostics(layer: HamiltonianMemoryLayer, x: Tensor, channels: list[int] | None = None,
+                     marks: dict[str, int] | None = None, title: str = ""):
+    """Figure of the energy along the first sequence of x and phase portraits of some channels.
+
+    ``marks`` names time steps to draw as vertical lines (e.g. ``{"delimiter": 1009}``).
+    Returns the matplotlib figure (the caller saves or shows it).
+    """
+    import matplotlib.pyplot as plt
+
+    energy = energy_trace(layer, x[:1])
+    qs, ps = phase_space(layer, x[:1], channels)
+    channels = list(range(min(layer.D, 4))) if channels is None else list(channels)
+    fig = plt.figure(figsize=(3.2 * max(len(channels), 3), 6.4))
+    grid = fig.add_gridspec(2, len(channels))
+    ax = fig.add_subplot(grid[0, :])
+    t = torch.arange(x.shape[1])
+    ax.plot(t, energy["H"][0], lw=1, label="H(q, p)")
+    ax.plot(t, energy["H_forced"][0], lw=1, label="H - F.q (conserved while the input is constant)")
+    for name, step in (marks or {}).items():
+        ax.axvline(step, color="k", ls=":", lw=0.8)
+        ax.annotate(name, (step, ax.get_ylim()[1]), fontsize=8, ha="right", va="top", rotation=90)
+    ax.set_xlabel("time step")
+    ax.set_ylabel("energy")
+    ax.legend(fontsize=8, loc="best")
+    if title:
+        ax.set_title(title)
+    for i, c in enumerate(channels):
+        a = fig.add_subplot(grid[1, i])
+        a.plot(qs[0, :, i], ps[0, :, i], lw=0.6)
+        a.plot(qs[0, :1, i], ps[0, :1, i], "go", ms=3)
+        a.plot(qs[0, -1:, i], ps[0, -1:, i], "rs", ms=3)
+        label = f"channel {c}"
+        if layer.potential == "quadratic":
+            label += f", theta = {float(layer.rotation_angles()[c]):.3f}"
+        a.set_title(label, fontsize=8)
+        a.set_xlabel("q")
+        a.set_ylabel("p")
+    fig.tight_layout()
+    return fig

@@ -77,22 +77,104 @@ def test_linear_coefficients_are_symplectic_and_equal_the_step():
     assert torch.allclose(s1[:, 0], q1, atol=1e-14) and torch.allclose(s1[:, 1], p1, atol=1e-14)
 
 
-def test_scan_equals_loop_values_and_gradients():
-    # Catches: a wrong composition order in the associative scan, or a dropped initial state.
-    loop = _layer(dt=0.4)
-    scan = _layer(dt=0.4, mode="scan")
+def _values_and_grads(layer, x, state, up):
+    y, (q, p) = layer(x, state)
+    params = [w for w in layer.parameters() if w.requires_grad]
+    inputs = [x, *state, *params]
+    grads = torch.autograd.grad((y * up).sum() + q.sum() - 2 * p.sum(), inputs, allow_unused=True)
+    return (y, q, p), [torch.zeros_like(w) if g is None else g for w, g in zip(inputs, grads)]
+
+
+@pytest.mark.parametrize("mode", ["scan", "fft", "reversible"])
+@pytest.mark.parametrize("damping", [False, True])
+def test_modes_equal_loop_values_and_gradients(mode, damping):
+    # Catches: a wrong composition order in the associative scan, a wrapped-around (circular)
+    # FFT convolution, a dropped initial state, damping applied in a different place than the
+    # loop, or a reversible backward that rebuilds the wrong state (wrong inverse step or an
+    # off-by-one at a checkpoint boundary: checkpoint_every=4 puts boundaries inside every T).
+    loop = _layer(dt=0.4, damping=damping)
+    other = _layer(dt=0.4, damping=damping, mode=mode, checkpoint_every=4)
+    other.load_state_dict(loop.state_dict())
     g = torch.Generator().manual_seed(2)
-    for T in [1, 5, 64, 100]:
+    for T in [1, 5, 9, 64, 100]:
         x = torch.randn(3, T, 3, generator=g, dtype=F64, requires_grad=True)
-        state = (torch.randn(3, 4, generator=g, dtype=F64), torch.randn(3, 4, generator=g, dtype=F64))
-        y_l, (q_l, p_l) = loop(x, state)
-        y_s, (q_s, p_s) = scan(x, state)
-        assert torch.allclose(y_l, y_s, atol=1e-12) and torch.allclose(q_l, q_s, atol=1e-12)
-        up = torch.randn(y_l.shape, generator=g, dtype=F64)
-        g_l = torch.autograd.grad((y_l * up).sum(), [x, *loop.parameters()])
-        g_s = torch.autograd.grad((y_s * up).sum(), [x, *scan.parameters()])
-        for a, b in zip(g_l, g_s):
-            assert torch.allclose(a, b, atol=1e-10)
+        state = (torch.randn(3, 4, generator=g, dtype=F64, requires_grad=True),
+                 torch.randn(3, 4, generator=g, dtype=F64, requires_grad=True))
+        up = torch.randn(3, T, 2, generator=g, dtype=F64)
+        (vals_l, grads_l), (vals_o, grads_o) = (_values_and_grads(m, x, state, up) for m in (loop, other))
+        for a, b in zip(vals_l, vals_o):
+            assert torch.allclose(a, b, atol=1e-11)
+        for a, b in zip(grads_l, grads_o):
+            assert torch.allclose(a, b, atol=1e-9)
+
+
+@pytest.mark.parametrize("kw", [dict(potential="mlp", hidden=8), dict(selective=True), dict(potential="mlp", damping=True)])
+def test_reversible_gradients_equal_loop_nonlinear_and_selective(kw):
+    # Catches: a reversible backward that ignores the input-dependent step or the nonlinear
+    # potential when it rebuilds states (its inverse step must undo exactly the forward step).
+    loop = _layer(seed=5, **kw)
+    rev = _layer(seed=5, mode="reversible", checkpoint_every=7, **kw)
+    rev.load_state_dict(loop.state_dict())
+    if loop.dt_proj is not None:
+        with torch.no_grad():
+            loop.dt_proj.weight.normal_(0, 1.0)
+            rev.dt_proj.weight.copy_(loop.dt_proj.weight)
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(2, 40, 3, generator=g, dtype=F64, requires_grad=True)
+    state = (torch.zeros(2, 4, dtype=F64, requires_grad=True), torch.zeros(2, 4, dtype=F64, requires_grad=True))
+    up = torch.randn(2, 40, 2, generator=g, dtype=F64)
+    (vals_l, grads_l), (vals_r, grads_r) = (_values_and_grads(m, x, state, up) for m in (loop, rev))
+    for a, b in zip([*vals_l, *grads_l], [*vals_r, *grads_r]):
+        assert torch.allclose(a, b, atol=1e-9)
+
+
+def _saved_bytes(layer, x):
+    """Bytes autograd keeps for backward (distinct storages), as in experiments/bench_poisson.py."""
+    storages = {}
+
+    def pack(t):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        y, _ = layer(x)
+    return sum(storages.values()), y
+
+
+def test_reversible_mode_stores_one_state_per_checkpoint():
+    # Catches: the reversible mode silently keeping per-step tensors (memory O(T) again).
+    # It must save exactly: the input, the final state and ceil(T / k) checkpoints.
+    torch.manual_seed(0)
+    B, D, k = 4, 16, 32
+    rev = HamiltonianMemoryLayer(3, D, 2, mode="reversible", checkpoint_every=k)
+    loop = HamiltonianMemoryLayer(3, D, 2, mode="loop")
+    for T in (64, 256, 1024):
+        x = torch.randn(B, T, 3)
+        saved, y = _saved_bytes(rev, x)
+        expected = x.nbytes + 2 * B * D * 4 + -(-T // k) * 2 * B * D * 4
+        assert saved == expected
+        y.sum().backward()  # and it runs
+        assert _saved_bytes(loop, x)[0] > 10 * (saved - x.nbytes)
+
+
+def test_linear_frequencies_are_evenly_spaced_rotations():
+    # Catches: the dt <-> angle conversion being wrong (cos theta = 1 - dt^2 k / 2), which
+    # would break the harmonic structure the copy-task model relies on.
+    layer = HamiltonianMemoryLayer(3, 8, 2, frequencies="linear").double()
+    theta = layer.rotation_angles()
+    assert torch.allclose(theta, 2.4 * torch.arange(1, 9, dtype=F64) / 8, atol=1e-12)
+    # the one-step map has trace 2 cos(theta): the phase advance of each free oscillator
+    A, _ = linear_leapfrog_coefficients(layer.stiffness, layer.dt)
+    assert torch.allclose(A.diagonal(dim1=-2, dim2=-1).sum(-1), 2 * torch.cos(theta), atol=1e-12)
+
+
+def test_inverse_step_undoes_step_with_damping_and_mlp():
+    layer = _layer("mlp", damping=True, hidden=8)
+    g = torch.Generator().manual_seed(3)
+    q, p, f = (torch.randn(5, 4, generator=g, dtype=F64) for _ in range(3))
+    with torch.no_grad():
+        q1, p1 = layer.inverse_step(*layer.step(q, p, f), f)
+    assert torch.allclose(q1, q, atol=1e-13) and torch.allclose(p1, p, atol=1e-13)
 
 
 def test_scan_primitive_against_loop():
@@ -128,6 +210,12 @@ def test_stack_and_bad_input():
         layer(bad)
     with pytest.raises(ValueError, match="scan"):
         HamiltonianMemoryLayer(3, 4, 2, potential="mlp", mode="scan")
+    with pytest.raises(ValueError, match="time-invariant"):
+        HamiltonianMemoryLayer(3, 4, 2, mode="fft", selective=True)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        HamiltonianMemoryLayer(3, 4, 2, mode="parallel")
+    with pytest.raises(ValueError, match=r"initial q must have shape \(2, 4\)"):
+        layer(torch.zeros(2, 5, 3, dtype=F64), (torch.zeros(3, 4, dtype=F64), torch.zeros(2, 4, dtype=F64)))
     with pytest.raises(ValueError, match="int64"):
         model(torch.zeros(3, 12))
 
