@@ -150,9 +150,9 @@ def train(kind: str, T: int, cfg: CopyConfig, seed: int, progress: bool = True) 
         if it % cfg.eval_every == 0 or it == cfg.max_iterations:
             val = evaluate(model, T, cfg.val_size, val_seed)
             elapsed = time.time() - start
-            history.append({"iteration": it, "loss": float(loss), "val_accuracy": val["accuracy"], "time_s": elapsed})
+            history.append({"iteration": it, "loss": float(loss.detach()), "val_accuracy": val["accuracy"], "time_s": elapsed})
             if progress:
-                print(f"  {kind} T={T} it {it}: loss {float(loss):.5f} (memoryless {memoryless_baseline(T):.5f}) "
+                print(f"  {kind} T={T} it {it}: loss {float(loss.detach()):.5f} (memoryless {memoryless_baseline(T):.5f}) "
                       f"val acc {val['accuracy']:.4f}  {elapsed:.0f}s", flush=True)
             if val["accuracy"] >= cfg.target_accuracy:
                 stopped = "target accuracy"

@@ -9,7 +9,9 @@ MAML/ANIL/Reptile: gradient steps; Scratch: a fresh network on the shots), and r
 eps_field, eps_traj and SSIM (``sp_dynamics.metrics.SSIM_IMPLEMENTATION``) as mean +- std over
 seeds (each seed: mean over test instances). Writes a Markdown table, results.json and a phase
 portrait figure under ``experiments/results/`` (``--out`` to change). Protocol:
-``experiments/PROTOCOL.md``. Gradient baselines exist for Hamiltonian systems only.
+``experiments/PROTOCOL.md``. On GENERIC systems the gradient baselines meta-learn a
+``GENERICNet`` (projection bracket) through ``sp_dynamics.meta.maml.generic_field``, and every
+method also reports max |dE/dt| and min dS/dt of its own learned E and S along its rollouts.
 """
 
 from __future__ import annotations
@@ -29,13 +31,13 @@ import torch
 from torch import nn
 
 import systems  # noqa: F401  (registers the built-in systems)
-from sp_dynamics import LatentGENERICNet, LatentHamiltonianNN, get_system, make_family_dataset
+from sp_dynamics import GENERICNet, LatentGENERICNet, LatentHamiltonianNN, get_system, make_family_dataset
 from sp_dynamics.io import atomic_write_text
 from sp_dynamics.meta import GradientMetaConfig, MetaConfig, adapt_all, adapt_latent, meta_train
 from sp_dynamics.meta.baselines import last_layer, train_maml, train_reptile, train_scratch
-from sp_dynamics.meta.maml import hnn_field
+from sp_dynamics.meta.maml import _sub, generic_field, hnn_field
 from sp_dynamics.metrics import SSIM_IMPLEMENTATION, eps_field, eps_traj, field_ssim, rollout
-from sp_dynamics.nn import MLP
+from sp_dynamics.nn import MLP, gradient
 
 MODULATION = ("fw", "shift", "ro", "mr", "svd")
 GRADIENT = ("maml", "anil", "reptile", "scratch")
@@ -69,14 +71,21 @@ PRESETS = {
 
 
 class _FunctionalField(nn.Module):
-    """An HNN given by an energy network and one task's parameters, as a (t, x) field."""
+    """A network at one task's parameters as a (t, x) field: an HNN (energy MLP) or, with
+    ``field=generic_field``, a GENERICNet, which also exposes its energy and entropy."""
 
-    def __init__(self, net: nn.Module, params: dict):
+    def __init__(self, net: nn.Module, params: dict, field=hnn_field):
         super().__init__()
-        self.net, self.params = net, params
+        self.net, self.params, self.field = net, params, field
 
     def forward(self, t, x):
-        return hnn_field(self.net, self.params, x.reshape(-1, x.shape[-1])).reshape(x.shape)
+        return self.field(self.net, self.params, x.reshape(-1, x.shape[-1])).reshape(x.shape)
+
+    def energy(self, x):
+        return torch.func.functional_call(self.net.energy_net, _sub(self.params, "energy_net."), (x,))
+
+    def entropy(self, x):
+        return torch.func.functional_call(self.net.entropy_net, _sub(self.params, "entropy_net."), (x,))
 
 
 def _shots(data, k, seed):
@@ -100,29 +109,46 @@ def adapted_fields(method: str, system, data, cfg: BenchConfig, seed: int, run_d
         z, _ = adapt_latent(model, xs, dxs, Z.mean(0), steps=cfg.adapt_steps, lr=cfg.adapt_lr)
         return [model.condition(z[i]) for i in range(len(z))]
     if system.is_generic:
-        raise ValueError(f"{method} is implemented for Hamiltonian systems only")
-    net = MLP(n, 1, hidden=64, depth=3).double()
+        def make_net():
+            return GENERICNet(n, bracket="projection").double()
+        field = generic_field
+    else:
+        def make_net():
+            return MLP(n, 1, hidden=64, depth=3).double()
+        field = hnn_field
+    net = make_net()
     gcfg = dataclasses.replace(cfg.grad, seed=seed)
     if method == "scratch":
-        params, _ = train_scratch(lambda: MLP(n, 1, hidden=64, depth=3).double(), xs, dxs, steps=cfg.scratch_steps,
-                                  lr=1e-3, seed=seed)
+        params, _ = train_scratch(make_net, xs, dxs, steps=cfg.scratch_steps, lr=1e-3, seed=seed, field=field)
     else:
         if method == "reptile":
-            meta_params, log = train_reptile(net, x, dx, gcfg)
+            meta_params, log = train_reptile(net, x, dx, gcfg, field=field)
         else:
-            meta_params, log = train_maml(net, x, dx, gcfg, anil=(method == "anil"))
+            meta_params, log = train_maml(net, x, dx, gcfg, anil=(method == "anil"), field=field)
         if log and log[-1]["diverged"]:
+            print(f"{method} seed {seed}: meta-training diverged at iteration {log[-1]['iteration']} "
+                  f"(loss {log[-1]['loss']}); reported as NaN", flush=True)
             return []  # reported as NaN
         trainable = last_layer(net) if method == "anil" else None
-        params = adapt_all(net, meta_params, xs, dxs, gcfg.inner_lr, cfg.grad_adapt_steps, trainable)
-    return [_FunctionalField(net, {k: v[i] for k, v in params.items()}) for i in range(len(data.test_ids))]
+        params = adapt_all(net, meta_params, xs, dxs, gcfg.inner_lr, cfg.grad_adapt_steps, trainable, field)
+    return [_FunctionalField(net, {k: v[i] for k, v in params.items()}, field) for i in range(len(data.test_ids))]
+
+
+def structure_rates(f, states) -> tuple[float, float]:
+    """max |dE/dt| and min dS/dt of a GENERIC model's own E and S at the given states (..., n)."""
+    x = states.reshape(-1, states.shape[-1]).detach()
+    with torch.no_grad():
+        v = f(0.0, x)
+    dE, dS = gradient(f.energy, x).detach(), gradient(f.entropy, x).detach()
+    return float((dE * v).sum(-1).abs().max()), float((dS * v).sum(-1).min())
 
 
 def evaluate(fields, system, data) -> dict:
+    keys = ("eps_field", "eps_traj", "ssim") + (("max_abs_dEdt", "min_dSdt") if system.is_generic else ())
     if not fields:
-        return {"eps_field": float("nan"), "eps_traj": float("nan"), "ssim": float("nan")}
+        return {k: float("nan") for k in keys}
     grid = system.field_grid(50)
-    ef, et, ss = [], [], []
+    ef, et, ss, dE, dS = [], [], [], [], []
     for f, i in zip(fields, data.test_ids):
         true = system.dynamics(data.params[i])
         ef.append(eps_field(f, true, grid))
@@ -130,9 +156,18 @@ def evaluate(fields, system, data) -> dict:
         try:
             pred = rollout(f, data.x[i, :, 0], data.t)
             et.append(float(eps_traj(pred, data.x[i]).mean()))
+            if system.is_generic:
+                rates = structure_rates(f, pred)
+                dE.append(rates[0])
+                dS.append(rates[1])
         except Exception:  # a diverging learned field: report, don't crash
             et.append(float("nan"))
-    return {"eps_field": float(np.mean(ef)), "eps_traj": float(np.mean(et)), "ssim": float(np.mean(ss))}
+            dE.append(float("nan"))
+            dS.append(float("nan"))
+    out = {"eps_field": float(np.mean(ef)), "eps_traj": float(np.mean(et)), "ssim": float(np.mean(ss))}
+    if system.is_generic:
+        out.update(max_abs_dEdt=float(np.max(dE)), min_dSdt=float(np.min(dS)))
+    return out
 
 
 def figure(fields, system, data, path: Path, title: str) -> None:
@@ -178,9 +213,6 @@ def main(argv=None) -> dict:
     data = make_family_dataset(args.system, seed=0, **cfg.dataset)
     results, start = {}, time.time()
     for method in args.methods:
-        if system.is_generic and method in GRADIENT:
-            results[method] = {"skipped": "gradient baselines are implemented for Hamiltonian systems only"}
-            continue
         per_seed = []
         t0 = time.time()
         for seed in cfg.seeds:
@@ -214,14 +246,24 @@ def _table(args, cfg, results, wall) -> str:
         f"{cfg.grad.iterations} (MAML/ANIL/Reptile); latent adaptation {cfg.adapt_steps} Adam steps from the mean latent",
         f"- SSIM: {SSIM_IMPLEMENTATION}",
         "",
-        "| method | eps_field | eps_traj | SSIM | wall time (s) |",
-        "|---|---|---|---|---|",
     ]
+    generic = any("max_abs_dEdt" in r for r in results.values())
+    if generic:
+        lines += [
+            "- structure: max |dE/dt| and min dS/dt of each adapted model's own E and S at the states of its dopri5 "
+            "rollouts from the test initial states (worst case over test instances and seeds)",
+            "",
+            "| method | eps_field | eps_traj | SSIM | max abs dE/dt | min dS/dt | wall time (s) |",
+            "|---|---|---|---|---|---|---|",
+        ]
+    else:
+        lines += ["| method | eps_field | eps_traj | SSIM | wall time (s) |", "|---|---|---|---|---|"]
     for m, r in results.items():
-        if "skipped" in r:
-            lines.append(f"| {m} | – | – | – | {r['skipped']} |")
-        else:
-            lines.append(f"| {m} | {cell(r['eps_field'])} | {cell(r['eps_traj'])} | {cell(r['ssim'])} | {r['wall_time_s']:.0f} |")
+        row = f"| {m} | {cell(r['eps_field'])} | {cell(r['eps_traj'])} | {cell(r['ssim'])} |"
+        if generic:
+            worst_dE, worst_dS = np.max(r["max_abs_dEdt"]), np.min(r["min_dSdt"])  # NaN propagates
+            row += f" {worst_dE:.1e} | {worst_dS:.1e} |"
+        lines.append(row + f" {r['wall_time_s']:.0f} |")
     return "\n".join(lines + [""])
 
 

@@ -25,6 +25,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from .nn import MLP, gradient
 
@@ -341,6 +342,7 @@ class _ReversibleLeapfrog(torch.autograd.Function):
         return torch.stack(ys, 1), q, p
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, gy: Tensor, gq: Tensor, gp: Tensor):
         layer = ctx.layer
         x, checkpoints, q, p = ctx.saved_tensors
@@ -465,7 +467,7 @@ def plot_diagnostics(layer: HamiltonianMemoryLayer, x: Tensor, channels: list[in
         a.plot(qs[0, -1:, i], ps[0, -1:, i], "rs", ms=3)
         label = f"channel {c}"
         if layer.potential == "quadratic":
-            label += f", theta = {float(layer.rotation_angles()[c]):.3f}"
+            label += f", theta = {float(layer.rotation_angles()[c].detach()):.3f}"
         a.set_title(label, fontsize=8)
         a.set_xlabel("q")
         a.set_ylabel("p")

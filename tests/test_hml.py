@@ -241,3 +241,40 @@ def test_selective_steps_scan_equals_loop_and_stay_stable():
         qs, ps = loop.states(x_free, (torch.ones(2, 4, dtype=F64), torch.zeros(2, 4, dtype=F64)))
     H = loop.energy(qs, ps)
     assert ((H - H[:, :1]).abs() / H[:, :1]).max() < 0.5
+
+
+def test_energy_trace_forced_energy_is_conserved_while_the_input_is_constant():
+    # Catches: a diagnostics routine that mixes up the force or the state index. With a
+    # constant force F, H - F.q is a first integral of the forced flow, so under leapfrog it
+    # stays bounded with no drift; each change of input does work -(F_t - F_{t-1}).q_{t-1}.
+    from sp_dynamics.hml import energy_trace
+
+    layer = _layer(dt=0.05)
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn(2, 1, 3, generator=g, dtype=F64).expand(2, 3000, 3).clone()
+    x[:, :20] = torch.randn(2, 20, 3, generator=g, dtype=F64)  # varying input first, then constant
+    e = energy_trace(layer, x)
+    Hf = e["H_forced"][:, 20:]
+    scale = Hf.abs().max()
+    quarter = Hf.shape[1] // 4
+    drift_first = (Hf[:, :quarter] - Hf[:, :1]).abs().max()
+    drift_last = (Hf[:, -quarter:] - Hf[:, :1]).abs().max()
+    assert drift_last < 1e-2 * scale and drift_last < 1.5 * drift_first + 1e-12
+    # the jump of H - F.q at a change of input is the work term up to the O(dt^2) step error
+    jumps = e["H_forced"][:, 1:21] - e["H_forced"][:, :20]
+    assert torch.allclose(jumps, e["work"][:, 1:21], atol=5e-3 * scale)
+    assert not torch.allclose(e["H"][:, 20:], e["H"][:, 20:21].expand_as(Hf), atol=1e-3 * scale)  # H itself is not conserved
+
+
+def test_phase_space_and_figure():
+    from sp_dynamics.hml import phase_space, plot_diagnostics
+
+    layer = _layer()
+    x = torch.randn(2, 30, 3, dtype=F64)
+    q, p = phase_space(layer, x, [0, 3])
+    qs, ps = layer.states(x)
+    assert torch.equal(q, qs[..., [0, 3]]) and torch.equal(p, ps[..., [0, 3]])
+    with pytest.raises(ValueError, match=r"channels \[4\] out of range"):
+        phase_space(layer, x, [4])
+    fig = plot_diagnostics(layer, x, [0, 1], marks={"event": 10})
+    assert len(fig.axes) == 3

@@ -1,6 +1,8 @@
-"""Gradient-based meta-learning baselines for Hamiltonian networks: MAML, ANIL, Reptile, Scratch.
+"""Gradient-based meta-learning baselines: MAML, ANIL, Reptile, Scratch.
 
-All use the functional HNN of :mod:`sp_dynamics.meta.maml` and are batched over tasks with
+All use a functional field of :mod:`sp_dynamics.meta.maml` -- the HNN (``field=hnn_field``, the
+default; the network is the energy MLP) or the GENERIC network (``field=generic_field``; the
+network is a :class:`~sp_dynamics.GENERICNet`) -- and are batched over tasks with
 ``torch.func.vmap`` (per-task parameters carry a leading task dimension K). Divergence is not
 an exception: a non-finite loss ends training and is recorded (``log[-1]["diverged"]``), as the
 protocol asks for NaN/divergence to be reported as it happens.
@@ -17,7 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import grad, vmap
 
-from .maml import adapt_params, hnn_field, hnn_loss, maml_meta_gradient
+from .maml import FieldFn, adapt_params, field_loss, hnn_field, maml_meta_gradient
 from .training import sample_tasks
 
 __all__ = ["GradientMetaConfig", "train_maml", "train_reptile", "adapt_all", "train_scratch", "last_layer",
@@ -42,10 +44,18 @@ class GradientMetaConfig:
     seed: int = 0
 
 
-def last_layer(energy_net: nn.Module) -> callable:
-    """Selector of the last linear layer's parameters (ANIL adapts only these)."""
-    last = [name for name, _ in energy_net.named_parameters()][-1].rsplit(".", 1)[0]
-    return lambda name: name.rsplit(".", 1)[0] == last
+def last_layer(net: nn.Module) -> callable:
+    """Selector of the last linear layer's parameters (ANIL adapts only these).
+
+    For a GENERIC network (``energy_net`` and ``entropy_net`` attributes) the last layers of both
+    the energy and the entropy networks; the bracket stays at its meta-learned value.
+    """
+    if hasattr(net, "energy_net") and hasattr(net, "entropy_net"):
+        lasts = {f"{prefix}.{name.rsplit('.', 1)[0]}" for prefix in ("energy_net", "entropy_net")
+                 for name in [[n for n, _ in getattr(net, prefix).named_parameters()][-1]]}
+    else:
+        lasts = {[name for name, _ in net.named_parameters()][-1].rsplit(".", 1)[0]}
+    return lambda name: name.rsplit(".", 1)[0] in lasts
 
 
 def _params(net: nn.Module) -> Params:
@@ -68,7 +78,7 @@ def _clip_(grads: Params, max_norm: float) -> None:
 
 
 def train_maml(energy_net: nn.Module, x: Tensor, dx: Tensor, cfg: GradientMetaConfig = GradientMetaConfig(),
-               anil: bool = False) -> tuple[Params, list[dict]]:
+               anil: bool = False, field: FieldFn = hnn_field) -> tuple[Params, list[dict]]:
     """MAML (second order unless ``cfg.first_order``) or ANIL (last layer adapted) meta-training."""
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -80,7 +90,7 @@ def train_maml(energy_net: nn.Module, x: Tensor, dx: Tensor, cfg: GradientMetaCo
     for it in range(cfg.iterations):
         support, query = _sample(x, dx, K, cfg.support_points, cfg.query_points, gen)
         grads, loss = maml_meta_gradient(energy_net, {k: v.detach() for k, v in params.items()}, support, query,
-                                         cfg.inner_lr, cfg.inner_steps, cfg.first_order, trainable)
+                                         cfg.inner_lr, cfg.inner_steps, cfg.first_order, trainable, field)
         if not math.isfinite(float(loss)) or not all(torch.isfinite(g).all() for g in grads.values()):
             log.append({"iteration": it + 1, "loss": float(loss), "diverged": True})
             break
@@ -93,19 +103,19 @@ def train_maml(energy_net: nn.Module, x: Tensor, dx: Tensor, cfg: GradientMetaCo
 
 
 def adapt_all(energy_net: nn.Module, params: Params, x: Tensor, dx: Tensor, lr: float, steps: int,
-              trainable=None) -> Params:
+              trainable=None, field: FieldFn = hnn_field) -> Params:
     """Gradient-descent adaptation of shared ``params`` to each of K support sets at once:
     per-task parameters with a leading dimension K."""
-    return vmap(lambda xs, dxs: adapt_params(energy_net, params, xs, dxs, lr, steps, True, trainable))(x, dx)
+    return vmap(lambda xs, dxs: adapt_params(energy_net, params, xs, dxs, lr, steps, True, trainable, field))(x, dx)
 
 
-def batched_field(energy_net: nn.Module, task_params: Params, x: Tensor) -> Tensor:
+def batched_field(energy_net: nn.Module, task_params: Params, x: Tensor, field: FieldFn = hnn_field) -> Tensor:
     """Fields of K per-task parameter sets at their own points x (K, N, n)."""
-    return vmap(lambda p, xs: hnn_field(energy_net, p, xs))(task_params, x)
+    return vmap(lambda p, xs: field(energy_net, p, xs))(task_params, x)
 
 
-def train_reptile(energy_net: nn.Module, x: Tensor, dx: Tensor,
-                  cfg: GradientMetaConfig = GradientMetaConfig()) -> tuple[Params, list[dict]]:
+def train_reptile(energy_net: nn.Module, x: Tensor, dx: Tensor, cfg: GradientMetaConfig = GradientMetaConfig(),
+                  field: FieldFn = hnn_field) -> tuple[Params, list[dict]]:
     """Reptile: adapt per task with SGD, then move the shared parameters toward the mean of the
     adapted ones, ``theta <- theta + eps (mean_k theta_k - theta)``."""
     torch.manual_seed(cfg.seed)
@@ -115,8 +125,8 @@ def train_reptile(energy_net: nn.Module, x: Tensor, dx: Tensor,
     K = min(cfg.tasks_per_batch, x.shape[0])
     for it in range(cfg.iterations):
         (xs, dxs), (xq, dxq) = _sample(x, dx, K, cfg.support_points, cfg.query_points, gen)
-        adapted = adapt_all(energy_net, params, xs, dxs, cfg.inner_lr, cfg.reptile_inner_steps)
-        loss = float(vmap(lambda p, a, b: hnn_loss(energy_net, p, a, b))(adapted, xq, dxq).mean())
+        adapted = adapt_all(energy_net, params, xs, dxs, cfg.inner_lr, cfg.reptile_inner_steps, field=field)
+        loss = float(vmap(lambda p, a, b: field_loss(energy_net, p, a, b, field))(adapted, xq, dxq).mean())
         if not math.isfinite(loss) or not all(torch.isfinite(v).all() for v in adapted.values()):
             log.append({"iteration": it + 1, "loss": loss, "diverged": True})
             break
@@ -126,7 +136,7 @@ def train_reptile(energy_net: nn.Module, x: Tensor, dx: Tensor,
 
 
 def train_scratch(energy_net_factory, x: Tensor, dx: Tensor, steps: int = 1000, lr: float = 1e-3,
-                  seed: int = 0) -> tuple[Params, list[float]]:
+                  seed: int = 0, field: FieldFn = hnn_field) -> tuple[Params, list[float]]:
     """Scratch baseline: a fresh network per task trained on its K shots only, all K tasks at
     once (x, dx: (K, N, n)). Returns per-task parameters (leading dim K) and the mean losses."""
     torch.manual_seed(seed)
@@ -137,7 +147,7 @@ def train_scratch(energy_net_factory, x: Tensor, dx: Tensor, steps: int = 1000, 
     opt = torch.optim.Adam(list(task_params.values()), lr=lr)
     losses = []
     for _ in range(steps):
-        loss = vmap(lambda p, a, b: hnn_loss(template, p, a, b))(task_params, x, dx).sum()
+        loss = vmap(lambda p, a, b: field_loss(template, p, a, b, field))(task_params, x, dx).sum()
         opt.zero_grad()
         loss.backward()
         opt.step()

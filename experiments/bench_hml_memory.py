@@ -1,0 +1,136 @@
+"""HML backward memory and float32 accuracy: loop vs reversible vs FFT, side by side.
+
+    python -m experiments.bench_hml_memory                  # writes results/bench_hml_memory.md
+    python -m experiments.bench_hml_memory --T 100 500 --no-save
+
+1. Memory: bytes autograd keeps for backward after one forward of one HML layer (distinct
+   storages caught by ``saved_tensors_hooks``, as in ``bench_poisson``; the layer's input is
+   excluded since it is the previous layer's output and alive anyway), and the time of one
+   forward + backward, for T in ``--T``. Quadratic potential, batch 32, D = 128, float32.
+2. Accuracy: the reversible backward rebuilds states by running the leapfrog backwards in
+   float32, so round-off accumulates between checkpoints. Relative error of the parameter
+   gradient against a float64 loop reference, for several checkpoint spacings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from sp_dynamics.hml import HamiltonianMemoryLayer
+from sp_dynamics.io import atomic_write_text
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def saved_bytes(layer: HamiltonianMemoryLayer, x: torch.Tensor) -> tuple[int, torch.Tensor]:
+    storages: dict[int, int] = {}
+    skip = x.untyped_storage().data_ptr()
+
+    def pack(t):
+        ptr = t.untyped_storage().data_ptr()
+        if ptr != skip:
+            storages[ptr] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        y, _ = layer(x)
+    return sum(storages.values()), y
+
+
+def layer_for(mode: str, D: int, checkpoint_every: int = 64, seed: int = 0) -> HamiltonianMemoryLayer:
+    torch.manual_seed(seed)
+    return HamiltonianMemoryLayer(16, D, 16, mode=mode, frequencies="linear", checkpoint_every=checkpoint_every)
+
+
+def memory_rows(Ts: list[int], B: int, D: int) -> list[dict]:
+    rows = []
+    for T in Ts:
+        x = torch.randn(B, T, 16, generator=torch.Generator().manual_seed(T))
+        row = {"T": T}
+        for mode in ("loop", "reversible", "fft"):
+            layer = layer_for(mode, D)
+            t0 = time.perf_counter()
+            nbytes, y = saved_bytes(layer, x)
+            y.square().mean().backward()
+            row[mode] = (nbytes, time.perf_counter() - t0)
+            del y
+        rows.append(row)
+        print(row, flush=True)
+    return rows
+
+
+def accuracy_rows(T: int, B: int, D: int, spacings: list[int]) -> list[dict]:
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(B, T, 16, generator=g)
+    ref = layer_for("loop", D).double()
+    ref(x.double())[0].square().mean().backward()
+    g_ref = torch.cat([p.grad.flatten() for p in ref.parameters() if p.grad is not None])
+    rows = []
+    for k in spacings:
+        layer = layer_for("reversible", D, checkpoint_every=k)
+        layer(x)[0].square().mean().backward()
+        g_rev = torch.cat([p.grad.flatten() for p in layer.parameters() if p.grad is not None]).double()
+        rows.append({"checkpoint_every": k, "rel_error": float((g_rev - g_ref).norm() / g_ref.norm())})
+    loop32 = layer_for("loop", D)
+    loop32(x)[0].square().mean().backward()
+    g32 = torch.cat([p.grad.flatten() for p in loop32.parameters() if p.grad is not None]).double()
+    rows.append({"checkpoint_every": "loop, float32 (stores every state)", "rel_error": float((g32 - g_ref).norm() / g_ref.norm())})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--T", type=int, nargs="+", default=[100, 500, 1000, 2000, 4000])
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--state", type=int, default=128)
+    parser.add_argument("--accuracy-T", type=int, default=2000)
+    parser.add_argument("--no-save", dest="save", action="store_false")
+    args = parser.parse_args(argv)
+    if min(args.T) < 1 or args.batch < 1 or args.state < 1 or args.accuracy_T < 1:
+        parser.error("T, batch, state and accuracy-T must be >= 1")
+    start = time.time()
+    mem = memory_rows(args.T, args.batch, args.state)
+    acc = accuracy_rows(args.accuracy_T, 8, args.state, [1, 16, 64, 256, args.accuracy_T])
+    mb = 2**20
+    lines = [
+        "# HML backward: memory and float32 accuracy",
+        "",
+        f"- command: `python -m experiments.bench_hml_memory {' '.join(sys.argv[1:] if argv is None else argv)}`",
+        f"- machine: {platform.machine()}, {torch.get_num_threads()} torch threads; torch {torch.__version__}; "
+        f"date {datetime.now(timezone.utc):%Y-%m-%d}; seeds 0 (layer), T (inputs), 1 (accuracy inputs)",
+        f"- one layer, quadratic potential, harmonic angles, batch {args.batch}, D = {args.state}, 16 inputs/outputs, float32; "
+        "reversible mode with checkpoint_every = 64; total wall time "
+        f"{time.time() - start:.0f} s",
+        "",
+        "| T | loop: saved MB | reversible: saved MB | loop / reversible | fft: saved MB | loop fwd+bwd (s) "
+        "| reversible fwd+bwd (s) | fft fwd+bwd (s) | reversible / loop time |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in mem:
+        (lb, lt), (rb, rt), (fb, ft) = r["loop"], r["reversible"], r["fft"]
+        lines.append(f"| {r['T']} | {lb / mb:.2f} | {rb / mb:.3f} | {lb / rb:.0f} | {fb / mb:.2f} | {lt:.3f} | {rt:.3f} "
+                     f"| {ft:.3f} | {rt / lt:.2f} |")
+    lines += [
+        "",
+        f"Gradient accuracy of the reversible backward (float32) against a float64 loop, T = {args.accuracy_T}, batch 8:",
+        "",
+        "| checkpoint_every | relative error of the parameter gradient |",
+        "|---|---|",
+    ]
+    lines += [f"| {r['checkpoint_every']} | {r['rel_error']:.2e} |" for r in acc]
+    table = "\n".join(lines) + "\n"
+    if args.save:
+        atomic_write_text(table, RESULTS / "bench_hml_memory.md")
+    print(table)
+    return table
+
+
+if __name__ == "__main__":
+    main()
