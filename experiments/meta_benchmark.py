@@ -37,7 +37,7 @@ from sp_dynamics.meta import GradientMetaConfig, MetaConfig, adapt_all, adapt_la
 from sp_dynamics.meta.baselines import last_layer, train_maml, train_reptile, train_scratch
 from sp_dynamics.meta.maml import _sub, generic_field, hnn_field
 from sp_dynamics.metrics import SSIM_IMPLEMENTATION, eps_field, eps_traj, field_ssim, rollout
-from sp_dynamics.nn import MLP, gradient
+from sp_dynamics.nn import MLP, Scaled, gradient
 
 MODULATION = ("fw", "shift", "ro", "mr", "svd")
 GRADIENT = ("maml", "anil", "reptile", "scratch")
@@ -57,6 +57,7 @@ class BenchConfig:
     scratch_steps: int = 500
     seeds: tuple[int, ...] = (0, 1, 2)
     dataset: dict = field(default_factory=dict)  # overrides of the protocol-v1 dataset
+    energy_scale: float | str = 1.0  # "auto": mean |x| * mean |dx/dt| of the training data (Hamiltonian models)
 
 
 PRESETS = {
@@ -65,9 +66,21 @@ PRESETS = {
                          shots=10, adapt_steps=3, grad_adapt_steps=1, scratch_steps=3, seeds=(0,),
                          dataset=dict(n_instances=6, n_train=4, n_traj=2, n_points=21)),
     "quick": BenchConfig(meta=MetaConfig(iterations=300, checkpoint_every=100), grad=GradientMetaConfig(iterations=100),
+                         energy_scale="auto",
                          adapt_steps=300, scratch_steps=300, seeds=(0,)),
-    "paper": BenchConfig(meta=MetaConfig(iterations=5000, checkpoint_every=250), grad=GradientMetaConfig(iterations=2000)),
+    "paper": BenchConfig(meta=MetaConfig(iterations=5000, checkpoint_every=250), grad=GradientMetaConfig(iterations=2000),
+                         energy_scale="auto"),
 }
+
+
+RANK_BY_SYSTEM = {"dno": 3}  # the paper: SVD(3) on DNO, SVD(5) / MR(5) on the Hamiltonian systems
+
+
+def config_for(system: str, preset: str, seeds: list[int] | None = None) -> BenchConfig:
+    """The preset's settings for ``system`` (its MR/SVD rank) with optional seeds."""
+    cfg = PRESETS[preset]
+    cfg = dataclasses.replace(cfg, rank=RANK_BY_SYSTEM.get(system, cfg.rank))
+    return dataclasses.replace(cfg, seeds=tuple(seeds)) if seeds else cfg
 
 
 class _FunctionalField(nn.Module):
@@ -94,6 +107,30 @@ def _shots(data, k, seed):
     return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
 
 
+def energy_scale(cfg: BenchConfig, x, dx) -> float:
+    """The Hamiltonian models' fixed output scale: H ~ |grad H| |x| ~ mean |dx/dt| * mean |x|."""
+    if cfg.energy_scale == "auto":
+        return float(x.abs().mean() * dx.abs().mean())
+    return float(cfg.energy_scale)
+
+
+def latent_model(method: str, system, cfg: BenchConfig, x, dx) -> nn.Module:
+    """The latent model of a modulation method for ``system``, built as the benchmark builds it."""
+    n = system.dim
+    rank = cfg.rank if method in ("mr", "svd") else 1
+    if system.is_generic:
+        return LatentGENERICNet(n, kind=method, rank=rank, latent_dim=cfg.latent_dim).double()
+    return LatentHamiltonianNN(n, kind=method, rank=rank, latent_dim=cfg.latent_dim,
+                               energy_scale=energy_scale(cfg, x, dx)).double()
+
+
+def run_name(method: str, seed: int, model: nn.Module) -> str:
+    """Run folder of one meta-training run; it names every model setting that the checkpoint's
+    config check cannot see (the energy scale is a constant, not a parameter)."""
+    scale = getattr(model, "energy_scale", 1.0)
+    return f"{method}-seed{seed}" + (f"-escale{scale:.6g}" if scale != 1.0 else "")
+
+
 def adapted_fields(method: str, system, data, cfg: BenchConfig, seed: int, run_dir: Path) -> list[nn.Module]:
     """Train ``method`` on the training instances and return one adapted field per test instance."""
     n = system.dim
@@ -102,10 +139,8 @@ def adapted_fields(method: str, system, data, cfg: BenchConfig, seed: int, run_d
     xs, dxs = _shots(data, cfg.shots, seed)
     torch.manual_seed(seed)
     if method in MODULATION:
-        cls = LatentGENERICNet if system.is_generic else LatentHamiltonianNN
-        rank = cfg.rank if method in ("mr", "svd") else 1
-        model = cls(n, kind=method, rank=rank, latent_dim=cfg.latent_dim).double()
-        Z, _ = meta_train(model, x, dx, dataclasses.replace(cfg.meta, seed=seed), run_dir=run_dir / f"{method}-seed{seed}")
+        model = latent_model(method, system, cfg, x, dx)
+        Z, _ = meta_train(model, x, dx, dataclasses.replace(cfg.meta, seed=seed), run_dir=run_dir / run_name(method, seed, model))
         z, _ = adapt_latent(model, xs, dxs, Z.mean(0), steps=cfg.adapt_steps, lr=cfg.adapt_lr)
         return [model.condition(z[i]) for i in range(len(z))]
     if system.is_generic:
@@ -113,8 +148,11 @@ def adapted_fields(method: str, system, data, cfg: BenchConfig, seed: int, run_d
             return GENERICNet(n, bracket="projection").double()
         field = generic_field
     else:
+        scale = energy_scale(cfg, x, dx)  # the same fixed energy scale as the latent models
+
         def make_net():
-            return MLP(n, 1, hidden=64, depth=3).double()
+            net = MLP(n, 1, hidden=64, depth=3).double()
+            return Scaled(net, scale) if scale != 1.0 else net
         field = hnn_field
     net = make_net()
     gcfg = dataclasses.replace(cfg.grad, seed=seed)
@@ -193,23 +231,62 @@ def figure(fields, system, data, path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def energy_figure(fields, system, data, path: Path, title: str) -> None:
+    """True energy (and entropy) along the adapted models' rollouts against the true trajectories."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = 2 if system.is_generic else 1
+    fig, axes = plt.subplots(rows, 3, figsize=(13, 3.6 * rows), squeeze=False)
+    for col, (f, i) in enumerate(list(zip(fields, data.test_ids))[:3]):
+        mu = data.params[i]
+        pred = rollout(f, data.x[i, :, 0], data.t)
+        quantities = [("energy E", system.energy)] + ([("entropy S", system.entropy)] if system.is_generic else [])
+        for row, (name, fn) in enumerate(quantities):
+            ax = axes[row, col]
+            for j in range(min(3, data.x.shape[1])):
+                ax.plot(data.t, fn(mu, data.x[i, j]), "k-", lw=1.2, label="true trajectory" if j == 0 else None)
+                ax.plot(data.t, fn(mu, pred[j]), "r--", lw=1, label="adapted model" if j == 0 else None)
+            ax.set_xlabel("t")
+            ax.set_ylabel(f"true {name}")
+            ax.set_title(f"test instance {i}", fontsize=9)
+    axes[0, 0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--system", default="pendulum")
     parser.add_argument("--preset", default="quick", choices=sorted(PRESETS))
     parser.add_argument("--methods", nargs="+", default=["svd", "fw", "maml"])
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
+    parser.add_argument("--energy-scale", default=None,
+                        help="'auto' or a number: fixed output scale of the latent Hamiltonian models (default: the preset's)")
+    parser.add_argument("--tag", default="", help="suffix of the result file names (e.g. an ablation's name)")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args(argv)
+    if args.energy_scale not in (None, "auto"):
+        try:
+            if not float(args.energy_scale) > 0:
+                raise ValueError
+        except ValueError:
+            parser.error(f"--energy-scale must be 'auto' or a positive number, got {args.energy_scale!r}")
     unknown = set(args.methods) - set(MODULATION + GRADIENT)
     if unknown:
         parser.error(f"unknown method(s) {sorted(unknown)}; choose from {MODULATION + GRADIENT}")
     system = get_system(args.system)
-    cfg = PRESETS[args.preset]
-    if args.seeds:
-        cfg = dataclasses.replace(cfg, seeds=tuple(args.seeds))
+    cfg = config_for(args.system, args.preset, args.seeds)
+    if args.energy_scale is not None:
+        cfg = dataclasses.replace(cfg, energy_scale=args.energy_scale if args.energy_scale == "auto"
+                                  else float(args.energy_scale))
     out = Path(args.out)
     run_dir = out / "runs" / f"meta-{args.system}-{args.preset}"
+    stem = f"meta_{args.system}_{args.preset}" + (f"_{args.tag}" if args.tag else "")
     data = make_family_dataset(args.system, seed=0, **cfg.dataset)
     results, start = {}, time.time()
     for method in args.methods:
@@ -219,15 +296,18 @@ def main(argv=None) -> dict:
             fields = adapted_fields(method, system, data, cfg, seed, run_dir)
             per_seed.append(evaluate(fields, system, data))
             if method == args.methods[0] and seed == cfg.seeds[0] and fields:
-                figure(fields, system, data, out / f"meta_{args.system}_{args.preset}_{method}.png",
+                figure(fields, system, data, out / f"{stem}_{method}.png",
                        f"{args.system}: {method} adapted from {cfg.shots} shots (dopri5 rollouts)")
+                energy_figure(fields, system, data, out / f"{stem}_{method}_energy.png",
+                              f"{args.system}: true energy{' and entropy' if system.is_generic else ''} along "
+                              f"{method} rollouts ({cfg.shots} shots)")
         results[method] = {k: [r[k] for r in per_seed] for k in per_seed[0]} | {"wall_time_s": time.time() - t0}
         print(f"{method:8s} " + "  ".join(
             f"{k} {np.mean(results[method][k]):.3e}" for k in ("eps_field", "eps_traj", "ssim")), flush=True)
     table = _table(args, cfg, results, time.time() - start)
     print(table)
-    atomic_write_text(table, out / f"meta_{args.system}_{args.preset}.md")
-    atomic_write_text(json.dumps(results, indent=2), out / f"meta_{args.system}_{args.preset}.json")
+    atomic_write_text(table, out / f"{stem}.md")
+    atomic_write_text(json.dumps(results, indent=2), out / f"{stem}.json")
     return results
 
 
@@ -242,7 +322,7 @@ def _table(args, cfg, results, wall) -> str:
         f"- command: `python -m experiments.meta_benchmark {' '.join(sys.argv[1:]) if args is not None else ''}`",
         f"- machine: {platform.machine()}, {torch.get_num_threads()} torch threads; torch {torch.__version__}; "
         f"date {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; total wall time {wall:.0f} s",
-        f"- seeds {list(cfg.seeds)}; {cfg.shots} shots; meta iterations {cfg.meta.iterations} (modulation), "
+        f"- seeds {list(cfg.seeds)}; rank r = {cfg.rank} for MR/SVD; energy scale {cfg.energy_scale}; {cfg.shots} shots; meta iterations {cfg.meta.iterations} (modulation), "
         f"{cfg.grad.iterations} (MAML/ANIL/Reptile); latent adaptation {cfg.adapt_steps} Adam steps from the mean latent",
         f"- SSIM: {SSIM_IMPLEMENTATION}",
         "",

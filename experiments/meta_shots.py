@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 import systems  # noqa: F401  (registers the built-in systems)
-from experiments.meta_benchmark import MODULATION, PRESETS, RESULTS, _shots, evaluate
-from sp_dynamics import LatentGENERICNet, LatentHamiltonianNN, get_system, make_family_dataset
+from experiments.meta_benchmark import MODULATION, PRESETS, RESULTS, _shots, config_for, evaluate, latent_model, run_name
+from sp_dynamics import get_system, make_family_dataset
 from sp_dynamics.io import atomic_write_text
 from sp_dynamics.meta import adapt_latent, meta_train
 
@@ -37,16 +37,15 @@ INITS = ("mean", "zero")
 
 def sweep(system_name: str, preset: str, method: str, shots: list[int], seeds: list[int], out: Path) -> dict:
     system = get_system(system_name)
-    cfg = PRESETS[preset]
+    cfg = config_for(system_name, preset)
     data = make_family_dataset(system_name, seed=0, **cfg.dataset)
     n, tr = system.dim, data.train_ids
     x, dx = data.x[tr].reshape(len(tr), -1, n), data.dx[tr].reshape(len(tr), -1, n)
     results: dict = {init: {K: [] for K in shots} for init in INITS}
     for seed in seeds:
         torch.manual_seed(seed)
-        cls = LatentGENERICNet if system.is_generic else LatentHamiltonianNN
-        model = cls(n, kind=method, rank=cfg.rank if method in ("mr", "svd") else 1, latent_dim=cfg.latent_dim).double()
-        run_dir = out / "runs" / f"meta-{system_name}-{preset}" / f"{method}-seed{seed}"
+        model = latent_model(method, system, cfg, x, dx)
+        run_dir = out / "runs" / f"meta-{system_name}-{preset}" / run_name(method, seed, model)
         Z, _ = meta_train(model, x, dx, dataclasses.replace(cfg.meta, seed=seed), run_dir=run_dir)
         for K in shots:
             xs, dxs = _shots(data, K, seed)
@@ -101,14 +100,14 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(args.out)
     start = time.time()
     all_results = {m: sweep(args.system, args.preset, m, args.shots, seeds, out) for m in args.method}
-    cfg = PRESETS[args.preset]
+    cfg = config_for(args.system, args.preset)
     lines = [
         f"# Shot sweep and latent initialisation: {args.system}, preset `{args.preset}`",
         "",
         f"- command: `python -m experiments.meta_shots {' '.join(sys.argv[1:] if argv is None else argv)}`",
         f"- machine: {platform.machine()}, {torch.get_num_threads()} torch threads; torch {torch.__version__}; "
         f"date {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; total wall time {time.time() - start:.0f} s",
-        f"- seeds {seeds}; meta iterations {cfg.meta.iterations}; latent adaptation {cfg.adapt_steps} Adam steps, "
+        f"- seeds {seeds}; rank r = {cfg.rank} for MR/SVD; meta iterations {cfg.meta.iterations}; latent adaptation {cfg.adapt_steps} Adam steps, "
         f"lr {cfg.adapt_lr}; shots drawn per test instance from its 10 trajectories (seed 10000 + seed)",
         "",
         "| method | init | K | eps_field | eps_traj | SSIM |",

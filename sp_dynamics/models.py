@@ -14,6 +14,8 @@ Each model also implements the *discrete-gradient protocol* used by
 
 from __future__ import annotations
 
+import math
+
 from typing import Callable
 
 from torch import Tensor, nn
@@ -21,7 +23,7 @@ from torch import Tensor, nn
 from ._checks import check_shape
 from .brackets import CanonicalJ, GenericBracket, LearnedSPD, make_bracket
 from .modulation import ModulatedMLP
-from .nn import MLP, ScalarFunction, gradient
+from .nn import MLP, ScalarFunction, Scaled, gradient
 
 __all__ = ["HamiltonianNN", "PortHamiltonianNN", "GENERICNet", "LatentHamiltonianNN", "LatentGENERICNet"]
 
@@ -237,19 +239,26 @@ class LatentHamiltonianNN(nn.Module):
         model = LatentHamiltonianNN(2, kind="svd", rank=5, latent_dim=8).double()
         dx = model(0.0, x, z)                 # batched over tasks
         xs = integrate(model.condition(z[0]), x0, t, method="implicit_midpoint")
+
+    ``energy_scale`` multiplies the MLP's output, ``H = energy_scale * MLP(x; z)``, so a family
+    whose energies are O(100) is learned by an MLP whose outputs stay O(1) (set it from the
+    data, e.g. mean |x| times mean |dx/dt|). It is a fixed constant, not a parameter.
     """
 
     def __init__(self, dim: int, kind: str = "svd", rank: int = 5, latent_dim: int = 8,
-                 hidden: int = 64, depth: int = 3, act: str = "tanh", hyper_hidden: int = 64):
+                 hidden: int = 64, depth: int = 3, act: str = "tanh", hyper_hidden: int = 64,
+                 energy_scale: float = 1.0):
         super().__init__()
         if dim < 2 or dim % 2:
             raise ValueError(f"{type(self).__name__} needs an even state dimension (q, p), got {dim}")
-        self.dim, self.latent_dim = dim, latent_dim
+        if not (math.isfinite(energy_scale) and energy_scale > 0):
+            raise ValueError(f"energy_scale must be a positive finite number, got {energy_scale}")
+        self.dim, self.latent_dim, self.energy_scale = dim, latent_dim, float(energy_scale)
         self.J = CanonicalJ(dim // 2)
         self.energy_net = ModulatedMLP(dim, 1, hidden, depth, act, kind, rank, latent_dim, hyper_hidden)
 
     def energy(self, x: Tensor, z: Tensor) -> Tensor:
-        return _latent_energy(self.energy_net, x, z)
+        return self.energy_scale * _latent_energy(self.energy_net, x, z)
 
     def field_from_gradients(self, x: Tensor, dE: Tensor, dS: Tensor | None = None) -> Tensor:
         return self.J.apply(dE)
@@ -264,7 +273,10 @@ class LatentHamiltonianNN(nn.Module):
 
     def merge(self, z: Tensor) -> HamiltonianNN:
         """A plain :class:`HamiltonianNN` whose energy MLP has z's modulation folded in."""
-        return HamiltonianNN(self.dim, energy=self.energy_net.merge(z))
+        merged = self.energy_net.merge(z)
+        if self.energy_scale != 1.0:
+            merged = Scaled(merged, self.energy_scale)
+        return HamiltonianNN(self.dim, energy=merged)
 
 
 class LatentGENERICNet(nn.Module):

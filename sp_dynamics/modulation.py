@@ -34,6 +34,7 @@ from .nn import activation
 __all__ = ["MODULATIONS", "ModulatedMLP", "orthogonality_penalty"]
 
 MODULATIONS = ("none", "fw", "shift", "ro", "mr", "svd")
+SVD_D_INIT = 1e-3  # initial singular values of the SVD modulation (see ModulatedMLP.__init__)
 
 
 class _Heads(nn.Module):
@@ -102,6 +103,21 @@ class ModulatedMLP(nn.Module):
             self.u = nn.ParameterList(nn.Parameter(_orthonormal(l.out_features, rank)) for l in self.layers)
             self.v = nn.ParameterList(nn.Parameter(_orthonormal(l.in_features, rank)) for l in self.layers)
         self.hyper = _Heads(latent_dim, sizes, linear=(kind == "fw"), hidden=hyper_hidden) if sizes else None
+        if kind in ("svd", "mr"):
+            # Heads that start at exactly zero must still get gradients. SVD: d = ReLU(head(z))
+            # at 0 sits on ReLU's kink (gradient 0), so d would never move and SVD(r) would
+            # train as Shift: a small positive bias keeps every d_i active. MR/RO: U(z) V(z)^T
+            # with U = V = 0 is a saddle (each factor's gradient is proportional to the other):
+            # V starts random and U at zero, so the modulation is still exactly zero at init.
+            with torch.no_grad():
+                offset = 0
+                for name, size in sizes.items():
+                    if name.startswith("d"):
+                        self.hyper.out.bias[offset:offset + size] = SVD_D_INIT
+                    elif name.startswith("V"):
+                        fan_in = size // rank
+                        self.hyper.out.bias[offset:offset + size].normal_(0.0, fan_in**-0.5)
+                    offset += size
 
     # -- parameter bookkeeping ---------------------------------------------------------------
     def parameter_counts(self) -> dict[str, int]:

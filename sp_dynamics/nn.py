@@ -7,7 +7,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-__all__ = ["MLP", "ScalarFunction", "gradient", "activation"]
+__all__ = ["MLP", "Scaled", "ScalarFunction", "gradient", "activation"]
 
 _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "tanh": nn.Tanh,
@@ -79,3 +79,15 @@ def gradient(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
         xg = x if x.requires_grad else x.detach().requires_grad_(True)
         (g,) = torch.autograd.grad(fn(xg).sum(), xg, create_graph=create_graph)
     return g
+
+
+class Scaled(nn.Module):
+    """``scale * net(x)`` with a fixed (non-trainable) constant scale: lets an MLP with O(1)
+    outputs represent an energy of a known typical size."""
+
+    def __init__(self, net: nn.Module, scale: float):
+        super().__init__()
+        self.net, self.scale = net, float(scale)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.scale * self.net(x)

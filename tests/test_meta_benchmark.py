@@ -16,6 +16,7 @@ def test_smoke_preset_writes_table_json_and_figure(tmp_path):
     assert "| svd |" in table and "| maml |" in table and "SSIM" in table
     assert json.loads((tmp_path / "meta_pendulum_smoke.json").read_text())["svd"]["eps_field"]
     assert (tmp_path / "meta_pendulum_smoke_svd.png").exists()
+    assert (tmp_path / "meta_pendulum_smoke_svd_energy.png").exists()
     assert (tmp_path / "runs" / "meta-pendulum-smoke" / "svd-seed0" / "checkpoint.pt").exists()
 
 
@@ -29,8 +30,19 @@ def test_generic_systems_run_gradient_baselines_and_report_structure(tmp_path):
         assert math.isfinite(results[m]["eps_field"][0])
         assert results[m]["max_abs_dEdt"][0] < 1e-9 and results[m]["min_dSdt"][0] >= -1e-12
     assert "min dS/dt" in (tmp_path / "meta_dno_smoke.md").read_text()
+    assert (tmp_path / "meta_dno_smoke_svd_energy.png").exists()
 
 
 def test_unknown_method_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit):
         meta_benchmark.main(["--preset", "smoke", "--methods", "lora", "--out", str(tmp_path)])
+
+
+def test_energy_scale_option_names_the_run_folder(tmp_path):
+    # Catches: a checkpoint trained with one energy scale being loaded into a model with another
+    # (the scale is a constant, invisible to the checkpoint's config check).
+    meta_benchmark.main(["--preset", "smoke", "--methods", "svd", "--energy-scale", "auto", "--out", str(tmp_path)])
+    runs = [p.name for p in (tmp_path / "runs" / "meta-pendulum-smoke").iterdir()]
+    assert len(runs) == 1 and runs[0].startswith("svd-seed0-escale")
+    with pytest.raises(SystemExit):
+        meta_benchmark.main(["--preset", "smoke", "--methods", "svd", "--energy-scale", "-1", "--out", str(tmp_path)])

@@ -44,11 +44,35 @@ def test_zero_modulation_equals_base(kind):
     net = _net(kind)
     x, z = _data()
     base = net.apply(x, {})
-    assert torch.equal(net(x, z), base)  # zero-initialised heads: modulated == base at init
+    if kind == "svd":  # singular values start at SVD_D_INIT > 0 (off ReLU's kink), the rest at zero
+        assert torch.allclose(net(x, z), base, atol=1e-2) and not torch.equal(net(x, z), base)
+    else:
+        assert torch.equal(net(x, z), base)  # zero-initialised heads: modulated == base at init
     _randomise_hyper(net)
     zeros = {k: torch.zeros_like(v) for k, v in net.modulations(z).items()}
     assert torch.equal(net.apply(x, zeros), base)
     assert not torch.allclose(net(x, z), base)  # and a non-zero modulation does act
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_hypernetwork_head_learns_from_init(kind):
+    # Catches: a modulation that cannot start learning -- SVD's d = ReLU(head(z)) with the head
+    # at exactly zero sits on the kink and gets zero gradient forever; MR/RO's U V^T with both
+    # heads at zero is a saddle. Either way the method silently trains as Shift. After one
+    # gradient step every head must be receiving gradient.
+    net = _net(kind)
+    x, z = _data()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    for _ in range(2):
+        opt.zero_grad()
+        net(x, z).pow(2).sum().backward()
+        opt.step()
+    out = net.hyper.out
+    grad_rows = out.weight.grad.abs().sum(-1)
+    offset = 0
+    for name, size in net.hyper.sizes.items():
+        assert grad_rows[offset:offset + size].sum() > 0, f"head {name} gets no gradient"
+        offset += size
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -119,6 +143,23 @@ def test_latent_hnn_conserves_energy_for_every_latent(kind):
         xs = integrate(sys1, x[1, :4], torch.linspace(0, 0.1, 11, dtype=F64), method="discrete_gradient", step_size=0.005)
         E = sys1.energy(xs)
     assert (E - E[0]).abs().max() <= 1e-12 * (1 + E[0].abs().max())
+
+
+def test_energy_scale_multiplies_the_energy_and_survives_merge():
+    # Catches: an energy_scale applied to the field but not to energy() (discrete-gradient
+    # rollouts and drift metrics would then use a different H), or dropped by merge().
+    torch.manual_seed(0)
+    plain = LatentHamiltonianNN(2, kind="svd", rank=3, latent_dim=4, hidden=16).double()
+    scaled = LatentHamiltonianNN(2, kind="svd", rank=3, latent_dim=4, hidden=16, energy_scale=7.5).double()
+    scaled.load_state_dict(plain.state_dict())
+    _randomise_hyper(plain.energy_net)
+    scaled.load_state_dict(plain.state_dict())
+    x, z = _data(3, K=2, N=8)
+    assert torch.allclose(scaled.energy(x, z), 7.5 * plain.energy(x, z), atol=1e-12)
+    assert torch.allclose(scaled(0.0, x, z), 7.5 * plain(0.0, x, z), atol=1e-12)
+    assert torch.allclose(scaled.merge(z[0])(0.0, x[0]), scaled(0.0, x, z)[0], atol=1e-12)
+    with pytest.raises(ValueError, match="energy_scale must be a positive"):
+        LatentHamiltonianNN(2, energy_scale=0.0)
 
 
 @pytest.mark.parametrize("bracket", ["projection", "basis"])
