@@ -410,6 +410,10 @@ def energy_trace(layer: HamiltonianMemoryLayer, x: Tensor, state: tuple[Tensor, 
     conserved quantity of the forced flow, so leapfrog keeps it bounded without drift; it
     changes only where the input changes (the input does work). ``work``: the jump of
     ``H_forced`` at each step that is due to the change of force, ``-(F_t - F_{t-1}) . q_{t-1}``.
+    ``H_shadow`` (quadratic potential without damping only): the quadratic form that leapfrog
+    conserves exactly, ``sum_i p_i^2 / 2 + (k_i / 2) (1 - dt_i^2 k_i / 4) (q_i - F_i / k_i)^2``
+    (``A^T Q A = Q`` for the one-step map A): constant to round-off while the input is
+    constant, so it shows what the layer holds and where the input changes it.
     """
     with torch.no_grad():
         qs, ps = layer.states(x, state)
@@ -419,7 +423,12 @@ def energy_trace(layer: HamiltonianMemoryLayer, x: Tensor, state: tuple[Tensor, 
         q_prev = torch.cat([torch.zeros_like(qs[:, :1]) if state is None else state[0][:, None], qs[:, :-1]], 1)
         f_prev = torch.cat([torch.zeros_like(forces[:, :1]), forces[:, :-1]], 1)
         work = -((forces - f_prev) * q_prev).sum(-1)
-    return {"H": H, "H_forced": H_forced, "work": work}
+        out = {"H": H, "H_forced": H_forced, "work": work}
+        if layer.potential == "quadratic" and layer.gamma is None:
+            k, dts = layer.stiffness.to(x), layer.step_sizes(x)
+            shadow = 0.5 * ps**2 + 0.5 * k * (1 - dts**2 * k / 4) * (qs - forces / k) ** 2
+            out["H_shadow"] = shadow.sum(-1)
+    return out
 
 
 def phase_space(layer: HamiltonianMemoryLayer, x: Tensor, channels: list[int] | None = None,
@@ -451,7 +460,9 @@ def plot_diagnostics(layer: HamiltonianMemoryLayer, x: Tensor, channels: list[in
     ax = fig.add_subplot(grid[0, :])
     t = torch.arange(x.shape[1])
     ax.plot(t, energy["H"][0], lw=1, label="H(q, p)")
-    ax.plot(t, energy["H_forced"][0], lw=1, label="H - F.q (conserved while the input is constant)")
+    ax.plot(t, energy["H_forced"][0], lw=1, label="H - F.q (bounded while the input is constant)")
+    if "H_shadow" in energy:
+        ax.plot(t, energy["H_shadow"][0], lw=1.5, label="leapfrog's exact invariant (constant while the input is)")
     for name, step in (marks or {}).items():
         ax.axvline(step, color="k", ls=":", lw=0.8)
         ax.annotate(name, (step, ax.get_ylim()[1]), fontsize=8, ha="right", va="top", rotation=90)

@@ -264,6 +264,11 @@ def test_energy_trace_forced_energy_is_conserved_while_the_input_is_constant():
     jumps = e["H_forced"][:, 1:21] - e["H_forced"][:, :20]
     assert torch.allclose(jumps, e["work"][:, 1:21], atol=5e-3 * scale)
     assert not torch.allclose(e["H"][:, 20:], e["H"][:, 20:21].expand_as(Hf), atol=1e-3 * scale)  # H itself is not conserved
+    # leapfrog's exact quadratic invariant: constant to round-off under constant input (it would
+    # drift if the step, the stiffness or the forced equilibrium F/k were taken inconsistently)
+    Hs = e["H_shadow"][:, 20:]
+    assert ((Hs - Hs[:, :1]).abs() <= 1e-11 * Hs.abs().max()).all()
+    assert (e["H_shadow"][:, 1:21] - e["H_shadow"][:, :20]).abs().max() > 1e-6  # it changes when the input does
 
 
 def test_phase_space_and_figure():
