@@ -468,7 +468,7 @@ def plot_diagnostics(layer: HamiltonianMemoryLayer, x: Tensor, channels: list[in
         ax.annotate(name, (step, ax.get_ylim()[1]), fontsize=8, ha="right", va="top", rotation=90)
     ax.set_xlabel("time step")
     ax.set_ylabel("energy")
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=8, loc="center right")
     if title:
         ax.set_title(title)
     for i, c in enumerate(channels):

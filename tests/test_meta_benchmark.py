@@ -46,3 +46,22 @@ def test_energy_scale_option_names_the_run_folder(tmp_path):
     assert len(runs) == 1 and runs[0].startswith("svd-seed0-escale")
     with pytest.raises(SystemExit):
         meta_benchmark.main(["--preset", "smoke", "--methods", "svd", "--energy-scale", "-1", "--out", str(tmp_path)])
+
+
+def test_a_too_stiff_learned_field_is_reported_as_nan_not_a_stall(capsys):
+    # Catches: one stiff adapted model stalling the whole benchmark (an uncapped dopri5 rollout
+    # took minutes per instance) instead of being reported.
+    import torch
+
+    from sp_dynamics import get_system, make_family_dataset
+
+    cfg = meta_benchmark.PRESETS["smoke"]
+    data = make_family_dataset("pendulum", seed=0, **cfg.dataset)
+
+    class Stiff(torch.nn.Module):
+        def forward(self, t, x):  # a fast rotation: dopri5 needs ~1e5 steps over t = 10
+            return 2e4 * torch.stack([x[..., 1], -x[..., 0]], -1)
+
+    scores = meta_benchmark.evaluate([Stiff()] * len(data.test_ids), get_system("pendulum"), data)
+    assert math.isnan(scores["eps_traj"]) and math.isfinite(scores["eps_field"])
+    assert "rollout failed" in capsys.readouterr().out
