@@ -1,5 +1,6 @@
 """Evolving-latent meta-training and latent auto-decoding."""
 
+import dataclasses
 import math
 
 import pytest
@@ -29,9 +30,12 @@ def _train_data(name):
 CFG = MetaConfig(iterations=12, tasks_per_batch=3, points_per_task=32, checkpoint_every=4, log_every=2)
 
 
-def test_resume_after_kill_matches_uninterrupted(tmp_path):
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_resume_after_kill_matches_uninterrupted(tmp_path, schedule):
     # Catches: state missing from checkpoints (optimiser moments, latent Adam state, RNG
-    # streams): a resumed run would then drift from the uninterrupted one.
+    # streams, the learning-rate schedule): a resumed run would then drift from the
+    # uninterrupted one.
+    CFG = dataclasses.replace(globals()["CFG"], lr_schedule=schedule)
     _, x, dx = _train_data("mass_spring")
     system = get_system("mass_spring")
     full = _model(system)
@@ -56,6 +60,24 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path):
     csv_rows = (tmp_path / "resumed" / "metrics.csv").read_text().strip().splitlines()
     assert len(csv_rows) == 1 + len(log_full)
     assert (tmp_path / "resumed" / "config.json").exists()
+
+
+def test_cosine_schedule_decays_both_learning_rates():
+    # Catches: a schedule that is computed but never reaches the optimisers (cosine and
+    # constant runs would then end identically), or a wrong decay formula.
+    from sp_dynamics.meta.training import lr_factor
+
+    cos = dataclasses.replace(CFG, lr_schedule="cosine")
+    assert lr_factor(cos, 0) == 1.0 and lr_factor(cos, 6) == pytest.approx(0.5)
+    assert lr_factor(cos, 11) == pytest.approx(0.5 * (1 + math.cos(math.pi * 11 / 12)))
+    assert lr_factor(CFG, 11) == 1.0
+    _, x, dx = _train_data("mass_spring")
+    system = get_system("mass_spring")
+    z_const, _ = meta_train(_model(system), x, dx, CFG, progress=False)
+    z_cos, _ = meta_train(_model(system), x, dx, cos, progress=False)
+    assert not torch.allclose(z_const, z_cos)
+    with pytest.raises(ValueError, match="unknown lr_schedule"):
+        meta_train(_model(system), x, dx, dataclasses.replace(CFG, lr_schedule="step"), progress=False)
 
 
 def test_checkpoint_errors(tmp_path):

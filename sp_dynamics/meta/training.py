@@ -16,6 +16,7 @@ ends exactly where an uninterrupted run with the same seed ends. ``metrics.csv``
 from __future__ import annotations
 
 import csv
+import math
 import dataclasses
 import json
 import time
@@ -46,6 +47,7 @@ class MetaConfig:
     lr_base: float = 1e-3
     lr_latent: float = 1e-2
     grad_clip: float = 1.0
+    lr_schedule: str = "constant"  # or "cosine": both learning rates decay as 0.5 (1 + cos(pi it / iterations))
     lam_z: float = 1e-2
     lam_phi: float = 1e-3
     lam_orth: float = 1e-2
@@ -53,6 +55,17 @@ class MetaConfig:
     seed: int = 0
     checkpoint_every: int = 100
     log_every: int = 10
+
+
+SCHEDULES = ("constant", "cosine")
+
+
+def lr_factor(config: MetaConfig, iteration: int) -> float:
+    """Learning-rate multiplier at (0-based) ``iteration``: a pure function of the iteration, so a
+    resumed run follows the same schedule without extra checkpoint state."""
+    if config.lr_schedule == "constant":
+        return 1.0
+    return 0.5 * (1.0 + math.cos(math.pi * iteration / config.iterations))
 
 
 PRESETS = {
@@ -132,6 +145,8 @@ def meta_train(
         raise ValueError(f"x and dx must both be (systems, points, n), got {tuple(x.shape)} and {tuple(dx.shape)}")
     if not bool(torch.isfinite(x).all() and torch.isfinite(dx).all()):
         raise ValueError("training data contain NaN or inf")
+    if config.lr_schedule not in SCHEDULES:
+        raise ValueError(f"unknown lr_schedule {config.lr_schedule!r}; choose from {SCHEDULES}")
     S, P, _ = x.shape
     K = min(config.tasks_per_batch, S)
     N = min(config.points_per_task, P)
@@ -180,6 +195,10 @@ def meta_train(
                disable=None if progress is None else not progress)
     for it in bar:
         tasks, xb, dxb = sample_tasks(x, dx, K, N, gen)
+        scale = lr_factor(config, it)
+        row_adam.lr = config.lr_latent * scale
+        for group in opt.param_groups:
+            group["lr"] = config.lr_base * scale
 
         # inner loop: the batch's latents, base fixed
         for _ in range(config.n_inner):
