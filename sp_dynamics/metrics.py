@@ -12,7 +12,7 @@ from torch import Tensor
 
 from .integrators import integrate
 
-__all__ = ["relative_error", "eps_field", "eps_traj", "rollout", "energy_drift", "entropy_increments", "ssim",
+__all__ = ["relative_error", "eps_field", "eps_traj", "near_data", "rollout", "energy_drift", "entropy_increments", "ssim",
            "field_ssim", "SSIM_IMPLEMENTATION"]
 
 # Name to cite in tables (protocol: "name the implementation").
@@ -30,6 +30,23 @@ def relative_error(pred: Tensor, true: Tensor, dims: tuple[int, ...]) -> Tensor:
 def eps_field(model: VectorField, true_field: VectorField, grid: Tensor) -> float:
     """Relative Frobenius error of a learned field over a grid of states (G, n)."""
     return float(relative_error(model(0.0, grid), true_field(0.0, grid), (0, 1)))
+
+
+@torch.no_grad()
+def near_data(grid: Tensor, states: Tensor, radius: float, dims: tuple[int, ...] | None = None,
+              chunk: int = 256) -> Tensor:
+    """Boolean mask (G,) of the grid points (G, n) within ``radius`` of some data state (..., n),
+    distances taken over the coordinates ``dims`` (default: all). ``eps_field`` on
+    ``grid[mask]`` separates the field error where the data are from extrapolation error."""
+    if radius <= 0:
+        raise ValueError(f"radius must be positive, got {radius}")
+    dims = list(range(grid.shape[-1])) if dims is None else list(dims)
+    g = grid[:, dims]
+    pts = states.reshape(-1, states.shape[-1])[:, dims].to(g.dtype)
+    mask = torch.zeros(len(g), dtype=torch.bool)
+    for i in range(0, len(g), chunk):
+        mask[i:i + chunk] = torch.cdist(g[i:i + chunk], pts).min(-1).values <= radius
+    return mask
 
 
 @torch.no_grad()

@@ -79,3 +79,18 @@ def test_field_ssim_and_bad_input():
         ssim(torch.zeros(20, 20), torch.zeros(20, 21))
     with pytest.raises(ValueError, match="data range"):
         ssim(torch.zeros(20, 20), torch.zeros(20, 20))
+
+
+def test_near_data_masks_grid_points_by_distance_to_the_data():
+    # Catches: a data-region mask measured over the wrong coordinates (e.g. the entropy
+    # coordinate of a GENERIC state, constant on the grid) or with a chunking bug that drops
+    # grid points past the first chunk.
+    from sp_dynamics.metrics import near_data
+
+    grid = torch.tensor([[0.0, 0.0, 5.0], [1.0, 0.0, 5.0], [3.0, 0.0, 5.0], [0.0, 2.5, 5.0]], dtype=torch.float64)
+    states = torch.tensor([[[0.1, 0.0, 0.0], [1.0, 0.4, 0.0]]], dtype=torch.float64)  # (1, 2, 3)
+    assert near_data(grid, states, 0.5, dims=(0, 1)).tolist() == [True, True, False, False]
+    assert near_data(grid, states, 0.5, dims=(0, 1), chunk=1).tolist() == [True, True, False, False]
+    assert not near_data(grid, states, 0.5).any()  # all coordinates: the third is 5 away
+    with pytest.raises(ValueError, match="radius"):
+        near_data(grid, states, 0.0)
