@@ -14,7 +14,6 @@ against K under ``experiments/results/``.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import platform
 import sys
@@ -26,10 +25,9 @@ import numpy as np
 import torch
 
 import systems  # noqa: F401  (registers the built-in systems)
-from experiments.meta_benchmark import MODULATION, PRESETS, RESULTS, _shots, config_for, evaluate, latent_model, run_name
+from experiments.meta_benchmark import MODULATION, PRESETS, RESULTS, _shots, adapt_fields, config_for, evaluate, train_latent
 from sp_dynamics import get_system, make_family_dataset
 from sp_dynamics.io import atomic_write_text
-from sp_dynamics.meta import adapt_latent, meta_train
 
 SHOTS = (1, 5, 10, 50, 100, 300)
 INITS = ("mean", "zero")
@@ -43,16 +41,12 @@ def sweep(system_name: str, preset: str, method: str, shots: list[int], seeds: l
     x, dx = data.x[tr].reshape(len(tr), -1, n), data.dx[tr].reshape(len(tr), -1, n)
     results: dict = {init: {K: [] for K in shots} for init in INITS}
     for seed in seeds:
-        torch.manual_seed(seed)
-        model = latent_model(method, system, cfg, x, dx)
-        run_dir = out / "runs" / f"meta-{system_name}-{preset}" / run_name(method, seed, model)
-        Z, _ = meta_train(model, x, dx, dataclasses.replace(cfg.meta, seed=seed), run_dir=run_dir)
+        model, Z = train_latent(method, system, cfg, x, dx, seed, out / "runs" / f"meta-{system_name}-{preset}")
         for K in shots:
             xs, dxs = _shots(data, K, seed)
             for init in INITS:
                 z0 = Z.mean(0) if init == "mean" else torch.zeros_like(Z[0])
-                z, _ = adapt_latent(model, xs, dxs, z0, steps=cfg.adapt_steps, lr=cfg.adapt_lr)
-                scores = evaluate([model.condition(z[i]) for i in range(len(z))], system, data)
+                scores = evaluate(adapt_fields(model, Z, xs, dxs, cfg, z0), system, data)
                 results[init][K].append(scores)
                 print(f"{method} seed {seed} K={K:3d} init {init}: " +
                       "  ".join(f"{k} {v:.3e}" for k, v in scores.items()), flush=True)

@@ -65,3 +65,61 @@ def test_a_too_stiff_learned_field_is_reported_as_nan_not_a_stall(capsys):
     scores = meta_benchmark.evaluate([Stiff()] * len(data.test_ids), get_system("pendulum"), data)
     assert math.isnan(scores["eps_traj"]) and math.isfinite(scores["eps_field"])
     assert "rollout failed" in capsys.readouterr().out
+
+
+def test_parallel_jobs_give_the_same_numbers_as_one_process(tmp_path):
+    # Catches: worker processes that see another config, dataset or seed than the sequential
+    # path (the table would then mix runs), or results assigned to the wrong (method, seed).
+    argv = ["--preset", "smoke", "--methods", "svd", "maml", "--seeds", "0", "1"]
+    one = meta_benchmark.main(argv + ["--out", str(tmp_path / "one")])
+    two = meta_benchmark.main(argv + ["--jobs", "2", "--out", str(tmp_path / "two")])
+    for m in ("svd", "maml"):
+        for k in ("eps_field", "eps_traj", "ssim"):
+            assert two[m][k] == pytest.approx(one[m][k], rel=1e-9), (m, k)
+    assert (tmp_path / "two" / "meta_pendulum_smoke_svd.png").exists()
+
+
+def test_float32_training_is_evaluated_in_float64_and_names_its_run_folder(tmp_path, monkeypatch):
+    # Catches: a float32 checkpoint loaded into a float64 model (load_state_dict casts
+    # silently) and float32 fields reaching the float64 evaluation.
+    import dataclasses
+
+    smoke = meta_benchmark.PRESETS["smoke"]
+    monkeypatch.setitem(meta_benchmark.PRESETS, "smoke", dataclasses.replace(smoke, dtype="float32"))
+    results = meta_benchmark.main(["--preset", "smoke", "--methods", "svd", "maml", "--out", str(tmp_path)])
+    assert all(math.isfinite(results[m]["eps_field"][0]) for m in ("svd", "maml"))
+    runs = [p.name for p in (tmp_path / "runs" / "meta-pendulum-smoke").iterdir()]
+    assert runs == ["svd-seed0-float32"]
+
+
+def test_energy_figure_stops_where_a_rollout_leaves_the_state_domain():
+    # Catches: the gas_containers run crashing in its energy figure when a learned model pushed
+    # the piston out of (0, 2), where the true E and S are undefined.
+    import torch
+
+    from sp_dynamics import get_system
+
+    system = get_system("gas_containers")
+    states = torch.tensor([[1.0, 0.0, 2.0, 2.0], [1.9, 0.1, 2.0, 2.0], [2.1, 0.2, 2.0, 2.0], [1.5, 0.0, 2.0, 2.0]],
+                          dtype=torch.float64)
+    assert meta_benchmark.valid_prefix(system, states) == 2
+    states[1, 0] = float("nan")
+    assert meta_benchmark.valid_prefix(system, states) == 1
+    assert meta_benchmark.valid_prefix(get_system("pendulum"), states[:1, :2]) == 1
+
+
+def test_multidomain_base_is_trained_once_and_evaluated_on_every_family(tmp_path):
+    # Catches: a multi-domain run that trains one base per family (it must share one latent
+    # table over the pooled families) or drops a family from the table.
+    from experiments import meta_multidomain
+
+    results = meta_multidomain.main(["--preset", "smoke", "--methods", "svd", "--out", str(tmp_path)])
+    for name in meta_multidomain.FAMILIES:
+        assert math.isfinite(results["svd"][name]["eps_traj"][0])
+        assert f"| svd | {name} |" in (tmp_path / "meta_multidomain_smoke.md").read_text()
+    runs = list((tmp_path / "runs" / "meta-multidomain-smoke").iterdir())
+    assert len(runs) == 1
+    import torch
+
+    state = torch.load(runs[0] / "checkpoint.pt", weights_only=False)
+    assert state["latents"].shape[0] == 3 * 4  # smoke preset: 4 training instances per family
