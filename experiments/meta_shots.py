@@ -101,18 +101,18 @@ def main(argv: list[str] | None = None) -> dict:
         f"- command: `python -m experiments.meta_shots {' '.join(sys.argv[1:] if argv is None else argv)}`",
         f"- machine: {platform.machine()}, {torch.get_num_threads()} torch threads; torch {torch.__version__}; "
         f"date {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; total wall time {time.time() - start:.0f} s",
-        f"- seeds {seeds}; rank r = {cfg.rank} for MR/SVD; meta iterations {cfg.meta.iterations}; latent adaptation {cfg.adapt_steps} Adam steps, "
+        f"- seeds {seeds}; rank r = {cfg.rank} for MR/SVD; meta iterations {cfg.meta.iterations} ({cfg.meta.lr_schedule} lr, {cfg.dtype}); latent adaptation {cfg.adapt_steps} Adam steps, "
         f"lr {cfg.adapt_lr}; shots drawn per test instance from its 10 trajectories (seed 10000 + seed)",
         "",
-        "| method | init | K | eps_field | eps_traj | SSIM |",
-        "|---|---|---|---|---|---|",
+        "| method | init | K | eps_field | eps_field (data region) | eps_traj | SSIM |",
+        "|---|---|---|---|---|---|---|",
     ]
     for m, res in all_results.items():
         for init in INITS:
             for K in args.shots:
                 rows = res[init][K]
                 cells = []
-                for key in ("eps_field", "eps_traj", "ssim"):
+                for key in ("eps_field", "eps_field_data", "eps_traj", "ssim"):
                     v = np.array([r[key] for r in rows])
                     cells.append("NaN" if np.isnan(v).any() else f"{v.mean():.3e} ± {v.std():.1e}")
                 lines.append(f"| {m} | {init} | {K} | " + " | ".join(cells) + " |")

@@ -87,6 +87,14 @@ def test_checkpoint_errors(tmp_path):
     other = MetaConfig(iterations=12, tasks_per_batch=2, checkpoint_every=4)
     with pytest.raises(ValueError, match="different config"):
         meta_train(_model(system), x, dx, other, run_dir=tmp_path, progress=False)
+    # Catches: a checkpoint loaded into another model (load_state_dict casts float64 weights into
+    # a float32 model silently, and an energy scale is not a parameter at all).
+    with pytest.raises(ValueError, match="different model"):
+        meta_train(_model(system).float(), x.float(), dx.float(), CFG, run_dir=tmp_path, progress=False)
+    scaled = LatentHamiltonianNN(system.dim, kind="svd", rank=2, latent_dim=4, hidden=16, depth=2, hyper_hidden=16,
+                                 energy_scale=2.0).double()
+    with pytest.raises(ValueError, match="different model"):
+        meta_train(scaled, x, dx, CFG, run_dir=tmp_path, progress=False)
     (tmp_path / "checkpoint.pt").write_bytes(b"\x00" * 10)
     with pytest.raises(ValueError, match="corrupt or unreadable meta-training checkpoint"):
         meta_train(_model(system), x, dx, CFG, run_dir=tmp_path, progress=False)

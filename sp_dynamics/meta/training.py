@@ -118,6 +118,17 @@ def _orth(model: nn.Module) -> Tensor:
     return sum(terms) if terms else torch.zeros(())
 
 
+def model_signature(model: nn.Module) -> dict:
+    """What a checkpoint must agree on with the model it is loaded into: the class, every
+    parameter's shape and dtype (``load_state_dict`` would cast a float64 checkpoint into a
+    float32 model silently) and constant settings such as an energy scale."""
+    return {
+        "class": type(model).__name__,
+        "parameters": {name: [list(p.shape), str(p.dtype)] for name, p in model.state_dict().items()},
+        "energy_scale": getattr(model, "energy_scale", None),
+    }
+
+
 def meta_train(
     model: nn.Module,
     x: Tensor,
@@ -168,6 +179,9 @@ def meta_train(
             state = safe_load(ckpt_path, "meta-training checkpoint")
             if state.get("config") != dataclasses.asdict(config):
                 raise ValueError(f"{ckpt_path} was written with a different config; use a new run folder")
+            if "model_signature" in state and state["model_signature"] != model_signature(model):
+                raise ValueError(f"{ckpt_path} was written for a different model (class, parameter shapes or "
+                                 "dtypes, or energy scale); use a new run folder")
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
             latents = state["latents"].clone()
@@ -179,7 +193,8 @@ def meta_train(
     def save(iteration: int) -> None:
         atomic_save(
             {
-                "config": dataclasses.asdict(config), "iteration": iteration, "model": model.state_dict(),
+                "config": dataclasses.asdict(config), "model_signature": model_signature(model),
+                "iteration": iteration, "model": model.state_dict(),
                 "optimizer": opt.state_dict(), "latents": latents, "latent_adam": row_adam.state_dict(),
                 "generator": gen.get_state(), "torch_rng": torch.get_rng_state(), "log": log,
             },
