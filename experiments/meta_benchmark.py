@@ -353,6 +353,36 @@ def run_one(system_name: str, method: str, seed: int, cfg: BenchConfig, run_dir:
     return metrics, time.time() - t0
 
 
+def run_jobs(fn, calls: dict, jobs: int = 1, report=None) -> dict:
+    """``{key: fn(*calls[key])}``, with ``jobs`` > 1 in spawned worker processes that split the
+    torch threads between them (``fn`` must be a top-level function taking ``threads=``).
+    ``report(key, result)`` is called as each result arrives."""
+    done = {}
+    if jobs == 1:
+        for key, call in calls.items():
+            done[key] = fn(*call)
+            if report is not None:
+                report(key, done[key])
+        return done
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    threads = max(1, torch.get_num_threads() // jobs)
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(fn, *call, threads=threads): key for key, call in calls.items()}
+        for fut in as_completed(futures):
+            done[futures[fut]] = fut.result()
+            if report is not None:
+                report(futures[fut], done[futures[fut]])
+    return done
+
+
+def cell(values) -> str:
+    """A table cell: mean +- std over seeds, NaN when any seed is NaN."""
+    v = np.asarray(values, dtype=float)
+    return "NaN" if np.isnan(v).any() else f"{v.mean():.3e} ± {v.std():.1e}"
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--system", default="pendulum")
@@ -390,26 +420,14 @@ def main(argv=None) -> dict:
     figs = {(args.methods[0], cfg.seeds[0]): (out / f"{stem}_{args.methods[0]}.png",
                                               out / f"{stem}_{args.methods[0]}_energy.png",
                                               f"{args.system}: {args.methods[0]}")}
-    done, start = {}, time.time()
+    start = time.time()
 
     def report(key, value):
-        done[key] = value
         metrics, wall = value
         print(f"{key[0]:8s} seed {key[1]}  " + "  ".join(f"{k} {metrics[k]:.3e}" for k in ("eps_field", "eps_traj", "ssim"))
               + f"  ({wall:.0f} s)", flush=True)
 
-    if args.jobs == 1:
-        for key in jobs:
-            report(key, run_one(args.system, *key, cfg, run_dir, figs.get(key)))
-    else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        threads = max(1, torch.get_num_threads() // args.jobs)
-        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {pool.submit(run_one, args.system, *key, cfg, run_dir, figs.get(key), threads): key for key in jobs}
-            for fut in as_completed(futures):
-                report(futures[fut], fut.result())
+    done = run_jobs(run_one, {key: (args.system, *key, cfg, run_dir, figs.get(key)) for key in jobs}, args.jobs, report)
     results = {}
     for method in args.methods:
         per_seed = [done[(method, s)][0] for s in cfg.seeds]
@@ -423,10 +441,6 @@ def main(argv=None) -> dict:
 
 
 def _table(args, cfg, results, wall) -> str:
-    def cell(v):
-        v = np.asarray(v, dtype=float)
-        return "NaN" if np.isnan(v).any() else f"{v.mean():.3e} ± {v.std():.1e}"
-
     lines = [
         f"# Meta-learning benchmark: {args.system}, preset `{args.preset}`",
         "",

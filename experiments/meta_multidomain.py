@@ -29,8 +29,8 @@ import numpy as np
 import torch
 
 import systems  # noqa: F401  (registers the built-in systems)
-from experiments.meta_benchmark import (MODULATION, PRESETS, RESULTS, _shots, adapt_fields, config_for, evaluate,
-                                        train_latent)
+from experiments.meta_benchmark import (MODULATION, PRESETS, RESULTS, _shots, adapt_fields, cell, config_for, evaluate,
+                                        run_jobs, train_latent)
 from sp_dynamics import get_system, make_family_dataset
 from sp_dynamics.io import atomic_write_text
 
@@ -85,19 +85,8 @@ def main(argv=None) -> dict:
     out = Path(args.out)
     run_dir = out / "runs" / f"meta-multidomain-{args.preset}"
     pooled_training_data(config_for("pendulum", args.preset))  # datasets cached once, before any worker
-    jobs = [(m, s) for m in args.methods for s in seeds]
-    done, start = {}, time.time()
-    if args.jobs == 1:
-        for m, s in jobs:
-            done[(m, s)] = run_one(m, s, args.preset, run_dir)
-    else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        threads = max(1, torch.get_num_threads() // args.jobs)
-        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {key: pool.submit(run_one, *key, args.preset, run_dir, threads) for key in jobs}
-            done = {key: fut.result() for key, fut in futures.items()}
+    start = time.time()
+    done = run_jobs(run_one, {(m, s): (m, s, args.preset, run_dir) for m in args.methods for s in seeds}, args.jobs)
     results = {m: {name: {k: [done[(m, s)][0][name][k] for s in seeds] for k in METRICS} for name in FAMILIES}
                | {"wall_time_s": sum(done[(m, s)][1] for s in seeds)} for m in args.methods}
     for m in args.methods:
@@ -113,11 +102,6 @@ def main(argv=None) -> dict:
 
 def _table(args, seeds, results, wall) -> str:
     cfg = config_for("pendulum", args.preset)
-
-    def cell(v):
-        v = np.asarray(v, dtype=float)
-        return "NaN" if np.isnan(v).any() else f"{v.mean():.3e} ± {v.std():.1e}"
-
     lines = [
         f"# Multi-domain base (Duffing + mass-spring + pendulum), preset `{args.preset}`",
         "",

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 import systems  # noqa: F401  (registers the built-in systems)
-from experiments.meta_benchmark import MODULATION, PRESETS, RESULTS, _shots, adapt_fields, config_for, evaluate, train_latent
+from experiments.meta_benchmark import MODULATION, PRESETS, RESULTS, _shots, adapt_fields, cell, config_for, evaluate, train_latent
 from sp_dynamics import get_system, make_family_dataset
 from sp_dynamics.io import atomic_write_text
 
@@ -111,10 +111,7 @@ def main(argv: list[str] | None = None) -> dict:
         for init in INITS:
             for K in args.shots:
                 rows = res[init][K]
-                cells = []
-                for key in ("eps_field", "eps_field_data", "eps_traj", "ssim"):
-                    v = np.array([r[key] for r in rows])
-                    cells.append("NaN" if np.isnan(v).any() else f"{v.mean():.3e} ± {v.std():.1e}")
+                cells = [cell([r[key] for r in rows]) for key in ("eps_field", "eps_field_data", "eps_traj", "ssim")]
                 lines.append(f"| {m} | {init} | {K} | " + " | ".join(cells) + " |")
     table = "\n".join(lines) + "\n"
     stem = f"meta_shots_{args.system}_{args.preset}"
