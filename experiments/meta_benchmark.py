@@ -1,14 +1,16 @@
 """Protocol-v1 meta-learning benchmark on one system family (issue 3).
 
     python -m experiments.meta_benchmark --system pendulum --preset quick            # main job
-    python -m experiments.meta_benchmark --system pendulum --preset paper --methods svd fw shift ro mr maml anil reptile scratch
+    python -m experiments.meta_benchmark --system pendulum --preset paper --methods svd fw shift ro mr maml anil reptile scratch --jobs 2
 
 Meta-trains each method on the 70 training instances, adapts it to each of the 10 test
 instances from K shots (modulation methods: latent auto-decoding from the mean training latent;
 MAML/ANIL/Reptile: gradient steps; Scratch: a fresh network on the shots), and reports
-eps_field, eps_traj and SSIM (``sp_dynamics.metrics.SSIM_IMPLEMENTATION``) as mean +- std over
-seeds (each seed: mean over test instances). Writes a Markdown table, results.json and a phase
-portrait figure under ``experiments/results/`` (``--out`` to change). Protocol:
+eps_field, eps_field on the data region (``data_region``), eps_traj and SSIM
+(``sp_dynamics.metrics.SSIM_IMPLEMENTATION``) as mean +- std over seeds (each seed: mean over
+test instances). ``--jobs 2`` runs two (method, seed) pairs at a time in worker processes.
+Writes a Markdown table, results.json and phase-portrait and energy figures under
+``experiments/results/`` (``--out`` to change). Protocol:
 ``experiments/PROTOCOL.md``. On GENERIC systems the gradient baselines meta-learn a
 ``GENERICNet`` (projection bracket) through ``sp_dynamics.meta.maml.generic_field``, and every
 method also reports max |dE/dt| and min dS/dt of its own learned E and S along its rollouts.
