@@ -9,6 +9,8 @@ MAML/ANIL/Reptile: gradient steps; Scratch: a fresh network on the shots), and r
 eps_field, eps_field on the data region (``data_region``), eps_traj and SSIM
 (``sp_dynamics.metrics.SSIM_IMPLEMENTATION``) as mean +- std over seeds (each seed: mean over
 test instances). ``--jobs 2`` runs two (method, seed) pairs at a time in worker processes.
+``--iterations N`` / ``--lr-schedule`` override the modulation methods' meta-training; such a
+variant gets its own run folder and result files (e.g. ``meta_pendulum_paper_it5000_constant``).
 Writes a Markdown table, results.json and phase-portrait and energy figures under
 ``experiments/results/`` (``--out`` to change). Protocol:
 ``experiments/PROTOCOL.md``. On GENERIC systems the gradient baselines meta-learn a
@@ -393,6 +395,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
     parser.add_argument("--energy-scale", default=None,
                         help="'auto' or a number: fixed output scale of the latent Hamiltonian models (default: the preset's)")
+    parser.add_argument("--iterations", type=int, default=None,
+                        help="meta-training iterations of the modulation methods (default: the preset's); "
+                             "named in the result files and run folder")
+    parser.add_argument("--lr-schedule", default=None, choices=("constant", "cosine"),
+                        help="learning-rate schedule of the modulation methods (default: the preset's); "
+                             "named in the result files and run folder")
     parser.add_argument("--jobs", type=int, default=1,
                         help="(method, seed) runs in parallel worker processes, each with threads / jobs torch threads")
     parser.add_argument("--tag", default="", help="suffix of the result file names (e.g. an ablation's name)")
@@ -406,6 +414,8 @@ def main(argv=None) -> dict:
             parser.error(f"--energy-scale must be 'auto' or a positive number, got {args.energy_scale!r}")
     if args.jobs < 1:
         parser.error(f"--jobs must be >= 1, got {args.jobs}")
+    if args.iterations is not None and args.iterations < 1:
+        parser.error(f"--iterations must be >= 1, got {args.iterations}")
     unknown = set(args.methods) - set(MODULATION + GRADIENT)
     if unknown:
         parser.error(f"unknown method(s) {sorted(unknown)}; choose from {MODULATION + GRADIENT}")
@@ -414,9 +424,18 @@ def main(argv=None) -> dict:
     if args.energy_scale is not None:
         cfg = dataclasses.replace(cfg, energy_scale=args.energy_scale if args.energy_scale == "auto"
                                   else float(args.energy_scale))
+    # A training override is a different experiment: it gets its own run folder (the checkpoints'
+    # config check would refuse the preset's) and its own result files.
+    variant = []
+    if args.iterations is not None:
+        cfg = dataclasses.replace(cfg, meta=dataclasses.replace(cfg.meta, iterations=args.iterations))
+        variant.append(f"it{args.iterations}")
+    if args.lr_schedule is not None:
+        cfg = dataclasses.replace(cfg, meta=dataclasses.replace(cfg.meta, lr_schedule=args.lr_schedule))
+        variant.append(args.lr_schedule)
     out = Path(args.out)
-    run_dir = out / "runs" / f"meta-{args.system}-{args.preset}"
-    stem = f"meta_{args.system}_{args.preset}" + (f"_{args.tag}" if args.tag else "")
+    run_dir = out / "runs" / "-".join([f"meta-{args.system}-{args.preset}", *variant])
+    stem = "_".join([f"meta_{args.system}_{args.preset}", *variant] + ([args.tag] if args.tag else []))
     make_family_dataset(args.system, seed=0, **cfg.dataset)  # generated and cached once, before any worker
     jobs = [(m, s) for m in args.methods for s in cfg.seeds]
     figs = {(args.methods[0], cfg.seeds[0]): (out / f"{stem}_{args.methods[0]}.png",
@@ -451,8 +470,8 @@ def _table(args, cfg, results, wall) -> str:
         f"{f' split over {args.jobs} worker processes' if args.jobs > 1 else ''}; torch {torch.__version__}; "
         f"date {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; total wall time {wall:.0f} s "
         f"(the wall time column sums a method's runs over seeds)",
-        f"- seeds {list(cfg.seeds)}; rank r = {cfg.rank} for MR/SVD; energy scale {cfg.energy_scale}; {cfg.shots} shots; meta iterations {cfg.meta.iterations} (modulation), "
-        f"{cfg.grad.iterations} (MAML/ANIL/Reptile); latent adaptation {cfg.adapt_steps} Adam steps from the mean latent",
+        f"- seeds {list(cfg.seeds)}; rank r = {cfg.rank} for MR/SVD; energy scale {cfg.energy_scale}; {cfg.shots} shots; meta iterations {cfg.meta.iterations} "
+        f"({cfg.meta.lr_schedule} lr, {cfg.dtype}; modulation), {cfg.grad.iterations} (MAML/ANIL/Reptile); latent adaptation {cfg.adapt_steps} Adam steps from the mean latent",
         f"- SSIM: {SSIM_IMPLEMENTATION}",
         "- eps_field: the protocol's 50 x 50 grid over [-R, R]^2; eps_field (data region): the same error on the grid "
         "points within two grid spacings (in (q, p)) of the test instance's own trajectories (`data_region`); "

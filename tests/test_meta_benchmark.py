@@ -123,3 +123,17 @@ def test_multidomain_base_is_trained_once_and_evaluated_on_every_family(tmp_path
 
     state = torch.load(runs[0] / "checkpoint.pt", weights_only=False)
     assert state["latents"].shape[0] == 3 * 4  # smoke preset: 4 training instances per family
+
+
+def test_training_overrides_get_their_own_run_folder_and_result_files(tmp_path):
+    # Catches: an --iterations / --lr-schedule variant overwriting the preset's table, or
+    # colliding with the preset's checkpoints (whose config check would refuse to load them).
+    meta_benchmark.main(["--preset", "smoke", "--methods", "svd", "--out", str(tmp_path)])
+    meta_benchmark.main(["--preset", "smoke", "--methods", "svd", "--iterations", "2", "--lr-schedule", "cosine",
+                         "--out", str(tmp_path)])
+    assert (tmp_path / "runs" / "meta-pendulum-smoke-it2-cosine" / "svd-seed0" / "checkpoint.pt").exists()
+    table = (tmp_path / "meta_pendulum_smoke_it2_cosine.md").read_text()
+    assert "meta iterations 2 (cosine lr" in table
+    assert "meta iterations 3 (constant lr" in (tmp_path / "meta_pendulum_smoke.md").read_text()
+    with pytest.raises(SystemExit):
+        meta_benchmark.main(["--preset", "smoke", "--iterations", "0", "--out", str(tmp_path)])
