@@ -134,9 +134,9 @@ def latent_model(method: str, system, cfg: BenchConfig, x, dx) -> nn.Module:
 
 
 def run_name(method: str, seed: int, model: nn.Module) -> str:
-    """Run folder of one meta-training run; it names every model setting that the checkpoint's
-    config check cannot see (the energy scale is a constant, not a parameter; the dtype would be
-    cast silently by ``load_state_dict``)."""
+    """Run folder of one meta-training run; it names every model setting that is not in the
+    ``MetaConfig`` (the energy scale, the training dtype), so that runs differing only there keep
+    separate checkpoints instead of failing ``meta_train``'s model-signature check."""
     scale = getattr(model, "energy_scale", 1.0)
     dtype = next(model.parameters()).dtype
     return (f"{method}-seed{seed}" + (f"-escale{scale:.6g}" if scale != 1.0 else "")
