@@ -42,7 +42,7 @@ from sp_dynamics.io import atomic_write_text
 from sp_dynamics.meta import GradientMetaConfig, MetaConfig, adapt_all, adapt_latent, meta_train
 from sp_dynamics.meta.baselines import last_layer, train_maml, train_reptile, train_scratch
 from sp_dynamics.meta.maml import _sub, generic_field, hnn_field
-from sp_dynamics.metrics import SSIM_IMPLEMENTATION, eps_field, eps_traj, field_ssim, near_data, rollout
+from sp_dynamics.metrics import SSIM_IMPLEMENTATION, data_region_states, eps_field, eps_traj, field_ssim, rollout
 from sp_dynamics.nn import MLP, gradient
 
 MODULATION = ("fw", "shift", "ro", "mr", "svd")
@@ -159,7 +159,7 @@ def adapt_fields(model: nn.Module, Z, xs, dxs, cfg: BenchConfig, z0=None) -> lis
     latent); returns one float64 field per task (the trained model itself is left as it is)."""
     dtype = next(model.parameters()).dtype
     z, _ = adapt_latent(model, xs.to(dtype), dxs.to(dtype), Z.mean(0) if z0 is None else z0,
-                        steps=cfg.adapt_steps, lr=cfg.adapt_lr)
+                        steps=cfg.adapt_steps, lr=cfg.adapt_lr, entropy_penalty=cfg.meta.entropy_penalty)
     model = copy.deepcopy(model).double()  # evaluation (rollouts at rtol 1e-7) in float64
     return [model.condition(z[i].double()) for i in range(len(z))]
 
@@ -177,7 +177,7 @@ def adapted_fields(method: str, system, data, cfg: BenchConfig, seed: int, run_d
     torch.manual_seed(seed)
     if system.is_generic:
         def make_net():
-            return GENERICNet(n, bracket="projection").to(dtype)
+            return GENERICNet(n).to(dtype)
         field = generic_field
     else:
         # No energy scale here: with it (and the untuned inner lr 1e-2) MAML's adapted fields
@@ -242,12 +242,14 @@ def valid_prefix(system, states) -> int:
 
 
 def data_region(system, data, grid, instance: int):
-    """Mask of the field grid's points within two grid spacings (in the (q, p) plane) of one
-    instance's true trajectory states: where that system moves. The protocol's grid reaches
-    beyond (for a light, short pendulum most of it is never visited), so the tables also show
-    eps_field on this part alone."""
+    """The field grid's points within two grid spacings (in the (q, p) plane) of one instance's
+    true trajectory states: where that system moves. The protocol's grid reaches beyond (for a
+    light, short pendulum most of it is never visited), so the tables also show eps_field on this
+    part alone. For GENERIC systems each point takes the entropies of its nearest trajectory
+    state (``sp_dynamics.metrics.data_region_states``): the grid's own S = 0 plane is met by the
+    data only at t = 0."""
     spacing = float((grid[:, 0].max() - grid[:, 0].min()) / (round(len(grid) ** 0.5) - 1))
-    return near_data(grid, data.x[instance], 2 * spacing, (0, system.n_dof))
+    return data_region_states(grid, data.x[instance], 2 * spacing, tuple(range(2 * system.n_dof)))
 
 
 def evaluate(fields, system, data) -> dict:
@@ -259,7 +261,7 @@ def evaluate(fields, system, data) -> dict:
     for f, i in zip(fields, data.test_ids):
         true = system.dynamics(data.params[i])
         ef.append(eps_field(f, true, grid))
-        efd.append(eps_field(f, true, grid[data_region(system, data, grid, i)]))
+        efd.append(eps_field(f, true, data_region(system, data, grid, i)))
         ss.append(field_ssim(f, true, grid, 50))
         try:
             pred = _rollout(f, data.x[i, :, 0], data.t)

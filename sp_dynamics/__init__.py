@@ -10,6 +10,7 @@ from .brackets import (
     GenericBracket,
     KnownBracket,
     LearnedSkew,
+    MixedBracket,
     LearnedSPD,
     ProjectionBracket,
     SoftBracket,
@@ -17,6 +18,7 @@ from .brackets import (
     make_bracket,
 )
 from .data import DatasetConfig, FamilyDataset, make_family_dataset
+from .fitting import FitConfig, FitResult, fit, trajectory_loss
 from .integrators import ConvergenceError, discrete_gradient, integrate
 from .models import GENERICNet, HamiltonianNN, LatentGENERICNet, LatentHamiltonianNN, PortHamiltonianNN
 from .modulation import MODULATIONS, ModulatedMLP, orthogonality_penalty
@@ -33,6 +35,7 @@ __all__ = [
     "GenericBracket",
     "ProjectionBracket",
     "BasisBracket",
+    "MixedBracket",
     "SoftBracket",
     "KnownBracket",
     "degeneracy_penalty",
@@ -48,6 +51,10 @@ __all__ = [
     "MLP",
     "gradient",
     "integrate",
+    "fit",
+    "FitConfig",
+    "FitResult",
+    "trajectory_loss",
     "discrete_gradient",
     "ConvergenceError",
     "System",

@@ -14,6 +14,7 @@ dimension, ``r`` a rank, ``k`` a number of basis elements.
   ===================== ==================================== ===========
   :class:`ProjectionBracket` Gruber et al., ICLR 2025          exact
   :class:`BasisBracket`      GFINN, Zhang, Shin, Karniadakis 2022 exact
+  :class:`MixedBracket`      L by projection, M from a grad-E basis  exact
   :class:`SoftBracket`       learned L, M + penalty              soft
   :class:`KnownBracket`      user functions L(x), M(x)           by projection
   ===================== ==================================== ===========
@@ -40,6 +41,7 @@ __all__ = [
     "GenericBracket",
     "ProjectionBracket",
     "BasisBracket",
+    "MixedBracket",
     "SoftBracket",
     "KnownBracket",
     "project_out",
@@ -109,12 +111,21 @@ class _Coefficients(nn.Module):
         super().__init__()
         self.m = m
         self.state_dependent = state_dependent
+        self.init_std = init_std
         if state_dependent:
             self.net = nn.Sequential(nn.Linear(dim, hidden), nn.Tanh(), nn.Linear(hidden, m))
-            nn.init.normal_(self.net[-1].weight, std=init_std)
-            nn.init.zeros_(self.net[-1].bias)
         else:
-            self.value = nn.Parameter(torch.randn(m) * init_std)
+            self.value = nn.Parameter(torch.empty(m))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Fresh random entries (global RNG); runs after the children's own resets."""
+        with torch.no_grad():
+            if self.state_dependent:
+                nn.init.normal_(self.net[-1].weight, std=self.init_std)
+                nn.init.zeros_(self.net[-1].bias)
+            else:
+                self.value.normal_(0.0, self.init_std)
 
     def forward(self, x: Tensor | None) -> Tensor:
         if self.state_dependent:
@@ -331,6 +342,10 @@ class ProjectionBracket(GenericBracket):
         self.B = nn.Parameter(torch.randn(self.rank, dim) / math.sqrt(dim))
         self.D = LearnedSPD(self.rank, state_dependent=state_dependent, state_dim=dim)
 
+    def reset_parameters(self) -> None:
+        with torch.no_grad():
+            self.B.normal_(0.0, 1.0 / math.sqrt(self.dim))
+
     def apply(self, x, dE, dS):
         eps = self.eps
         l_dE = project_out(dS, self.A.apply(x, project_out(dS, dE, eps)), eps)
@@ -371,6 +386,11 @@ class BasisBracket(GenericBracket):
         self.sigma_L = LearnedSkew(k)
         self.sigma_M = LearnedSPD(k)
 
+    def reset_parameters(self) -> None:
+        with torch.no_grad():
+            self.xi_L.normal_(0.0, 1.0 / math.sqrt(self.dim))
+            self.xi_M.normal_(0.0, 1.0 / math.sqrt(self.dim))
+
     @staticmethod
     def _rows(xi: Tensor, g: Tensor) -> Tensor:
         skew = (xi - xi.transpose(-1, -2)).to(g.dtype)
@@ -387,6 +407,92 @@ class BasisBracket(GenericBracket):
         B_S, B_E = self._rows(self.xi_L, dS), self._rows(self.xi_M, dE)
         L = B_S.transpose(-1, -2) @ self.sigma_L.matrix().to(dE.dtype) @ B_S
         M = B_E.transpose(-1, -2) @ self.sigma_M.matrix().to(dE.dtype) @ B_E
+        return 0.5 * (L - L.transpose(-1, -2)), 0.5 * (M + M.transpose(-1, -2))
+
+
+class MixedBracket(GenericBracket):
+    """Exact GENERIC bracket for learning: ``L`` by projection, ``M`` from a basis built on grad E.
+
+    ``L = P_S A P_S`` (as in :class:`ProjectionBracket`: scale-free in ``dS``, and the canonical
+    ``J`` is one constant ``A``). ``M = W^T D W`` with rows ``w_k = Xi_k dE`` (``Xi_k`` skew, as
+    the M part of :class:`BasisBracket`), so ``M dE = 0`` holds with no division at all, and
+    ``D = C diag(exp(g(x))) C^T`` is PSD. ``g`` is a zero-initialised MLP of x
+    (``state_dependent=True``), so training starts from the constant bracket and adds state
+    dependence only where the data ask for it.
+
+    Why this pairing (``experiments/PROTOCOL.md``, "Why the GENERIC networks did not learn"): the
+    true DNO bracket is in this class with *constant* parameters (``A = J``, one ``Xi`` with
+    ``Xi dE = (0, dE_3, -dE_2)``, ``D = gamma``), while the constant projection bracket cannot
+    represent it (``P_E b`` is never ``(0, 1, -p)`` for a constant ``b``). The gas-containers
+    friction needs ``D = gamma / (T_1 T_2)^2``, a smooth positive function that ``exp(g(x))``
+    approximates.
+
+    Args:
+        dim: n. n_basis: k (default n). state_dependent: learn ``g(x)`` (default True).
+        state_dependent_L: ``A`` as an MLP of x. hidden: width of the ``g`` MLP.
+        friction: optional callable ``x -> (..., k)`` used instead of ``g`` (e.g. a known
+            log-friction law); its output is exponentiated.
+        eps: guard of the projection (default :func:`guard_eps` of the dtype).
+    """
+
+    exact = True
+
+    def __init__(self, dim: int, n_basis: int | None = None, state_dependent: bool = True,
+                 state_dependent_L: bool = False, hidden: int = 32, friction=None, eps: float | None = None):
+        super().__init__()
+        self.dim = dim
+        k = n_basis or dim
+        self.n_basis, self.eps = k, eps
+        self.A = LearnedSkew(dim, state_dependent=state_dependent_L)
+        self.xi = nn.Parameter(torch.randn(k, dim, dim) / math.sqrt(dim))
+        self.C = nn.Parameter(torch.randn(k, k) / math.sqrt(k))
+        self.friction = friction
+        self.g = None
+        if state_dependent and friction is None:
+            self.g = nn.Sequential(nn.Linear(dim, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(),
+                                   nn.Linear(hidden, k))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Random ``Xi`` and ``C``; ``g = 0`` (a constant friction to start from)."""
+        with torch.no_grad():
+            self.xi.normal_(0.0, 1.0 / math.sqrt(self.dim))
+            self.C.normal_(0.0, 1.0 / math.sqrt(self.n_basis))
+            if self.g is not None:
+                nn.init.zeros_(self.g[-1].weight)
+                nn.init.zeros_(self.g[-1].bias)
+
+    def _rows(self, dE: Tensor) -> Tensor:
+        return BasisBracket._rows(self.xi, dE)  # (..., k, n), rows Xi_k dE up to sign
+
+    def _log_d(self, x: Tensor) -> Tensor | None:
+        if self.friction is not None:
+            return self.friction(x)
+        return None if self.g is None else self.g(x)
+
+    def apply(self, x, dE, dS):
+        eps = self.eps
+        l_dE = project_out(dS, self.A.apply(x, project_out(dS, dE, eps)), eps)
+        W = self._rows(dE)
+        C = self.C.to(dE.dtype)
+        u = _matvec(C.transpose(-1, -2), _matvec(W, dS))            # (..., k)
+        log_d = self._log_d(x)
+        if log_d is not None:
+            u = u * torch.exp(log_d.to(dE.dtype))
+        m_dS = _matvec(W.transpose(-1, -2), _matvec(C, u))
+        return l_dE, m_dS
+
+    def matrices(self, x, dE, dS):
+        P_S = projector(dS, self.eps)
+        L = P_S @ self.A.matrix(x).to(dE.dtype) @ P_S
+        W = self._rows(dE)
+        C = self.C.to(dE.dtype)
+        log_d = self._log_d(x)
+        if log_d is None:
+            D = C @ C.transpose(-1, -2)
+        else:
+            D = (C * torch.exp(log_d.to(dE.dtype)).unsqueeze(-2)) @ C.transpose(-1, -2)
+        M = W.transpose(-1, -2) @ D @ W
         return 0.5 * (L - L.transpose(-1, -2)), 0.5 * (M + M.transpose(-1, -2))
 
 
@@ -451,11 +557,11 @@ class KnownBracket(GenericBracket):
         return 0.5 * (L - L.transpose(-1, -2)), 0.5 * (M + M.transpose(-1, -2))
 
 
-_BRACKETS = {"projection": ProjectionBracket, "basis": BasisBracket, "soft": SoftBracket}
+_BRACKETS = {"mixed": MixedBracket, "projection": ProjectionBracket, "basis": BasisBracket, "soft": SoftBracket}
 
 
 def make_bracket(name: str, dim: int, **kwargs) -> GenericBracket:
-    """Build a GENERIC bracket by name: ``"projection"``, ``"basis"`` or ``"soft"``."""
+    """Build a GENERIC bracket by name: ``"mixed"``, ``"projection"``, ``"basis"`` or ``"soft"``."""
     try:
         cls = _BRACKETS[name]
     except KeyError:

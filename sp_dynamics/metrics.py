@@ -12,7 +12,7 @@ from torch import Tensor
 
 from .integrators import integrate
 
-__all__ = ["relative_error", "eps_field", "eps_traj", "near_data", "rollout", "energy_drift", "entropy_increments", "ssim",
+__all__ = ["relative_error", "eps_field", "eps_traj", "near_data", "data_region_states", "rollout", "energy_drift", "entropy_increments", "ssim",
            "field_ssim", "SSIM_IMPLEMENTATION"]
 
 # Name to cite in tables (protocol: "name the implementation").
@@ -47,6 +47,27 @@ def near_data(grid: Tensor, states: Tensor, radius: float, dims: tuple[int, ...]
     for i in range(0, len(g), chunk):
         mask[i:i + chunk] = torch.cdist(g[i:i + chunk], pts).min(-1).values <= radius
     return mask
+
+
+@torch.no_grad()
+def data_region_states(grid: Tensor, states: Tensor, radius: float, dims: tuple[int, ...]) -> Tensor:
+    """The grid points (G, n) within ``radius`` of the data states (..., n) in the coordinates
+    ``dims``, each with its *other* coordinates taken from its nearest data state; (G', n).
+
+    For a Hamiltonian system with ``dims`` = all of (q, p) this is ``grid[near_data(...)]``. For a
+    GENERIC system the protocol's grid fixes the entropies (the DNO's S = 0), a plane the data
+    touch only at their initial states, so the grid measures the field where it was never
+    trained; carrying the nearest data state's entropies puts each point where the data are."""
+    dims = list(dims)
+    mask = near_data(grid, states, radius, tuple(dims))
+    points = grid[mask].clone()
+    rest = [i for i in range(grid.shape[-1]) if i not in dims]
+    if rest and len(points):
+        pts = states.reshape(-1, states.shape[-1]).to(grid.dtype)
+        nearest = torch.cat([torch.cdist(points[i:i + 256, dims], pts[:, dims]).argmin(-1)
+                             for i in range(0, len(points), 256)])
+        points[:, rest] = pts[nearest][:, rest]
+    return points
 
 
 @torch.no_grad()

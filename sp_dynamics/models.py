@@ -14,6 +14,7 @@ Each model also implements the *discrete-gradient protocol* used by
 
 from __future__ import annotations
 
+import copy
 import math
 
 from typing import Callable
@@ -23,7 +24,7 @@ from torch import Tensor, nn
 from ._checks import check_shape
 from .brackets import CanonicalJ, GenericBracket, LearnedSPD, make_bracket
 from .modulation import ModulatedMLP
-from .nn import MLP, ScalarFunction, Scaled, gradient
+from .nn import MLP, ScalarFunction, Scaled, Standardize, gradient
 
 __all__ = ["HamiltonianNN", "PortHamiltonianNN", "GENERICNet", "LatentHamiltonianNN", "LatentGENERICNet"]
 
@@ -31,7 +32,9 @@ ScalarFn = Callable[[Tensor], Tensor]
 
 
 def _scalar(fn: ScalarFn | nn.Module | None, in_dim: int, hidden: int, depth: int, act: str) -> ScalarFunction:
-    return ScalarFunction(MLP(in_dim, 1, hidden, depth, act) if fn is None else fn)
+    if fn is None:  # a learned MLP sees standardised inputs (identity until standardize_inputs)
+        return ScalarFunction(MLP(in_dim, 1, hidden, depth, act), standardize=in_dim)
+    return ScalarFunction(fn)
 
 
 class HamiltonianNN(nn.Module):
@@ -132,20 +135,24 @@ class PortHamiltonianNN(HamiltonianNN):
 class GENERICNet(nn.Module):
     """GENERIC / metriplectic network ``dx/dt = L grad E + M grad S``.
 
-    With an exact bracket (``"projection"`` or ``"basis"``) the degeneracy conditions hold by
-    construction, so ``dE/dt = 0`` and ``dS/dt = grad S^T M grad S >= 0`` for every parameter
-    value. With ``"soft"`` add :meth:`penalty` to the training loss.
+    With an exact bracket (``"mixed"``, ``"projection"`` or ``"basis"``) the degeneracy conditions
+    hold by construction, so ``dE/dt = 0`` and ``dS/dt = grad S^T M grad S >= 0`` for every
+    parameter value. With ``"soft"`` add :meth:`penalty` to the training loss. The default,
+    ``"mixed"`` (:class:`~sp_dynamics.brackets.MixedBracket`), is the construction that learned the
+    dissipative benchmark systems (``experiments/results/fit_generic.md``); train one instance
+    with :func:`sp_dynamics.fit`. The learned E and S networks standardise their inputs
+    (:func:`sp_dynamics.nn.standardize_inputs`, done by ``fit``).
 
     Args:
         dim: n.
-        bracket: ``"projection"``, ``"basis"``, ``"soft"`` or a :class:`GenericBracket`.
+        bracket: ``"mixed"``, ``"projection"``, ``"basis"``, ``"soft"`` or a :class:`GenericBracket`.
         energy, entropy: known or custom scalar functions instead of MLPs.
         hidden, depth, act: the energy and entropy MLPs.
         **bracket_kwargs: passed to the bracket when built by name (e.g. ``rank=2``).
 
     Example::
 
-        model = GENERICNet(3, bracket="projection").double()
+        model = GENERICNet(3).double()
         x = torch.randn(8, 3, dtype=torch.float64)
         model(0.0, x).shape            # (8, 3)
     """
@@ -153,7 +160,7 @@ class GENERICNet(nn.Module):
     def __init__(
         self,
         dim: int,
-        bracket: str | GenericBracket = "projection",
+        bracket: str | GenericBracket = "mixed",
         energy: ScalarFn | nn.Module | None = None,
         entropy: ScalarFn | nn.Module | None = None,
         hidden: int = 64,
@@ -288,7 +295,7 @@ class LatentGENERICNet(nn.Module):
     Args: as :class:`GENERICNet` plus the modulation ``kind``, ``rank``, ``latent_dim``.
     """
 
-    def __init__(self, dim: int, bracket: str | GenericBracket = "projection", kind: str = "svd", rank: int = 3,
+    def __init__(self, dim: int, bracket: str | GenericBracket = "mixed", kind: str = "svd", rank: int = 3,
                  latent_dim: int = 8, hidden: int = 64, depth: int = 3, act: str = "tanh", hyper_hidden: int = 64,
                  **bracket_kwargs):
         super().__init__()
@@ -298,12 +305,13 @@ class LatentGENERICNet(nn.Module):
             raise ValueError(f"bracket dimension {self.bracket.dim} does not match state dimension {dim}")
         self.energy_net = ModulatedMLP(dim, 1, hidden, depth, act, kind, rank, latent_dim, hyper_hidden)
         self.entropy_net = ModulatedMLP(dim, 1, hidden, depth, act, kind, rank, latent_dim, hyper_hidden)
+        self.standardize = Standardize(dim)  # of the E and S inputs; set by meta_train from the data
 
     def energy(self, x: Tensor, z: Tensor) -> Tensor:
-        return _latent_energy(self.energy_net, x, z)
+        return _latent_energy(self.energy_net, self.standardize(x), z)
 
     def entropy(self, x: Tensor, z: Tensor) -> Tensor:
-        return _latent_energy(self.entropy_net, x, z)
+        return _latent_energy(self.entropy_net, self.standardize(x), z)
 
     def gradients(self, x: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
         return gradient(lambda y: self.energy(y, z), x), gradient(lambda y: self.entropy(y, z), x)
@@ -323,5 +331,6 @@ class LatentGENERICNet(nn.Module):
 
     def merge(self, z: Tensor) -> GENERICNet:
         """A plain :class:`GENERICNet` (sharing this bracket) with z folded into E and S."""
-        return GENERICNet(self.dim, bracket=self.bracket, energy=self.energy_net.merge(z),
-                          entropy=self.entropy_net.merge(z))
+        std = self.standardize
+        return GENERICNet(self.dim, bracket=self.bracket, energy=nn.Sequential(copy.deepcopy(std), self.energy_net.merge(z)),
+                          entropy=nn.Sequential(copy.deepcopy(std), self.entropy_net.merge(z)))

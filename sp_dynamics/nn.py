@@ -7,7 +7,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-__all__ = ["MLP", "Scaled", "ScalarFunction", "gradient", "activation"]
+__all__ = ["MLP", "Scaled", "ScalarFunction", "Standardize", "standardize_inputs", "gradient", "activation"]
 
 _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "tanh": nn.Tanh,
@@ -50,18 +50,67 @@ class MLP(nn.Sequential):
         self.in_dim, self.out_dim = in_dim, out_dim
 
 
+class Standardize(nn.Module):
+    """Fixed affine input map ``(x - shift) / scale`` (buffers, saved with the model).
+
+    Starts as the identity; :func:`standardize_inputs` sets it from data once, so a learned
+    network sees O(1) inputs whatever the units of the state (the gas containers' entropies
+    sit in [1, 3], their piston in (0, 2)). It is part of the function, not of the training:
+    the model's energy is ``E(x) = MLP((x - shift) / scale)`` and its gradient follows.
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.register_buffer("shift", torch.zeros(dim))
+        self.register_buffer("scale", torch.ones(dim))
+        self.register_buffer("is_set", torch.zeros((), dtype=torch.bool))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not bool(self.is_set):
+            return x
+        return (x - self.shift.to(x.dtype)) / self.scale.to(x.dtype)
+
+    @torch.no_grad()
+    def set_from(self, x: Tensor) -> None:
+        """Shift and scale from data states (..., dim): per-coordinate mean and standard
+        deviation (a coordinate that never varies keeps scale 1)."""
+        flat = x.reshape(-1, x.shape[-1]).to(self.shift.dtype)
+        std = flat.std(0) if len(flat) > 1 else torch.ones_like(self.scale)
+        self.shift.copy_(flat.mean(0))
+        self.scale.copy_(torch.where(std > 1e-12, std, torch.ones_like(std)))
+        self.is_set.fill_(True)
+
+
+def standardize_inputs(model: nn.Module, x: Tensor, overwrite: bool = False) -> int:
+    """Set every :class:`Standardize` inside ``model`` from data states x (..., n).
+
+    Modules already set are left alone unless ``overwrite`` (changing them changes the learned
+    function). Returns how many were set."""
+    count = 0
+    for module in model.modules():
+        if isinstance(module, Standardize) and (overwrite or not bool(module.is_set)):
+            if module.shift.shape[-1] != x.shape[-1]:
+                raise ValueError(f"standardize_inputs: data have {x.shape[-1]} coordinates, the network input "
+                                 f"has {module.shift.shape[-1]}")
+            module.set_from(x)
+            count += 1
+    return count
+
+
 class ScalarFunction(nn.Module):
     """A scalar function of the state, known (a callable) or learned (a module).
 
-    ``(..., n) -> (...)``: a trailing output dimension of size 1 is dropped.
+    ``(..., n) -> (...)``: a trailing output dimension of size 1 is dropped. ``standardize``
+    (input dimension n): pass inputs through a :class:`Standardize` first (learned networks).
     """
 
-    def __init__(self, fn: Callable[[Tensor], Tensor]):
+    def __init__(self, fn: Callable[[Tensor], Tensor], standardize: int | None = None):
         super().__init__()
         self.fn = fn  # registered as a submodule when it is one
+        self.standardize = Standardize(standardize) if standardize else None
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self.fn(x)
+        y = self.fn(x if self.standardize is None else self.standardize(x))
         if y.ndim == x.ndim and y.shape[-1] == 1:
             y = y.squeeze(-1)
         return y

@@ -11,16 +11,25 @@ from torch import Tensor, nn
 __all__ = ["support_loss", "adapt_latent"]
 
 
-def support_loss(model: nn.Module, x: Tensor, dx: Tensor, z: Tensor) -> Tensor:
+def support_loss(model: nn.Module, x: Tensor, dx: Tensor, z: Tensor, entropy_penalty: float = 0.0) -> Tensor:
     """Per-task derivative-matching loss ``mean ||f(x; z) - dx||^2``, shape (K,).
 
     For Hamiltonian models this is the paper's ``|dq - dH/dp|^2 + |dp + dH/dq|^2``; for GENERIC
-    models ``|dx - (L grad E + M grad S)|^2``."""
-    return (model(0.0, x, z) - dx).pow(2).sum(-1).mean(-1)
+    models ``|dx - (L grad E + M grad S)|^2``. ``entropy_penalty`` (GENERIC latent models only)
+    adds that weight times :func:`sp_dynamics.fitting.entropy_orientation` of each task's entropy
+    rates along its data, scaled by the task's ``mean |dx|^2``: zero for every model that fits the
+    data, it keeps entropies from decreasing along them (see ``fit``)."""
+    if not (entropy_penalty and hasattr(model, "entropy_net")):
+        return (model(0.0, x, z) - dx).pow(2).sum(-1).mean(-1)
+    dE, dS = model.gradients(x, z)
+    err = (model.field_from_gradients(x, dE, dS) - dx).pow(2).sum(-1).mean(-1)
+    rates = (dS * dx).sum(-1)                                               # (K, N)
+    orientation = torch.relu(-rates).pow(2).mean(-1) / (rates.pow(2).mean(-1) + torch.finfo(rates.dtype).tiny)
+    return err + entropy_penalty * dx.pow(2).sum(-1).mean(-1).detach() * orientation
 
 
 def adapt_latent(model: nn.Module, x: Tensor, dx: Tensor, z_init: Tensor, steps: int = 500, lr: float = 1e-2,
-                 lam_z: float = 0.0) -> tuple[Tensor, list[float]]:
+                 lam_z: float = 0.0, entropy_penalty: float = 0.0) -> tuple[Tensor, list[float]]:
     """Fit latents to K-shot support sets with the base frozen (all tasks at once).
 
     Args:
@@ -28,6 +37,7 @@ def adapt_latent(model: nn.Module, x: Tensor, dx: Tensor, z_init: Tensor, steps:
         x, dx: support states and derivatives (K, N, n).
         z_init: (K, k) or (k,) start latents (the paper: the mean of the training latents).
         steps, lr: Adam on the latents only. lam_z: weight of ``||z||_2`` (locality).
+        entropy_penalty: see :func:`support_loss`.
 
     Returns:
         The adapted latents (K, k) (detached) and the mean support loss per step; use
@@ -46,7 +56,7 @@ def adapt_latent(model: nn.Module, x: Tensor, dx: Tensor, z_init: Tensor, steps:
     history = []
     try:
         for _ in range(steps):
-            loss = support_loss(model, x, dx, z).sum()  # tasks are independent: sum, not mean
+            loss = support_loss(model, x, dx, z, entropy_penalty).sum()  # tasks are independent: sum, not mean
             if lam_z:
                 loss = loss + lam_z * z.norm(dim=-1).sum()
             opt.zero_grad()

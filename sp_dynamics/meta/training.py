@@ -30,6 +30,8 @@ from tqdm import tqdm
 
 from ..io import atomic_save, atomic_write_text, safe_load
 from ..modulation import ModulatedMLP, orthogonality_penalty
+from ..fitting import orient_entropy
+from ..nn import standardize_inputs
 from .adaptation import support_loss
 
 __all__ = ["MetaConfig", "meta_train", "PRESETS"]
@@ -52,6 +54,7 @@ class MetaConfig:
     lam_phi: float = 1e-3
     lam_orth: float = 1e-2
     latent_init_std: float = 0.1
+    entropy_penalty: float = 1.0  # GENERIC models: keeps entropies from decreasing along the data (support_loss)
     seed: int = 0
     checkpoint_every: int = 100
     log_every: int = 10
@@ -161,6 +164,7 @@ def meta_train(
     S, P, _ = x.shape
     K = min(config.tasks_per_batch, S)
     N = min(config.points_per_task, P)
+    standardize_inputs(model, x)  # models with input standardisation (GENERIC): from the training data
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     latents = config.latent_init_std * torch.randn(S, model.latent_dim, generator=gen, dtype=x.dtype)
@@ -169,6 +173,8 @@ def meta_train(
     row_adam = _RowAdam(latents, config.lr_latent)
     hyper = _hyper_parameters(model)
     start, log = 0, []
+    if config.entropy_penalty:  # a fresh run: start with entropies that grow along the data (fit.orient_entropy)
+        orient_entropy(model, x[:, :64], dx[:, :64], latents)
 
     run_dir = Path(run_dir) if run_dir is not None else None
     ckpt_path = run_dir / "checkpoint.pt" if run_dir is not None else None
@@ -218,13 +224,13 @@ def meta_train(
         # inner loop: the batch's latents, base fixed
         for _ in range(config.n_inner):
             z = latents[tasks].clone().requires_grad_(True)
-            loss_z = support_loss(model, xb, dxb, z).sum() + config.lam_z * z.norm(dim=-1).sum()
+            loss_z = support_loss(model, xb, dxb, z, config.entropy_penalty).sum() + config.lam_z * z.norm(dim=-1).sum()
             (gz,) = torch.autograd.grad(loss_z, z)
             row_adam.step(latents, tasks, gz)
         # outer loop: the base, latents fixed
         z = latents[tasks]
         for _ in range(config.n_outer):
-            data = support_loss(model, xb, dxb, z).mean()
+            data = support_loss(model, xb, dxb, z, config.entropy_penalty).mean()
             orth = _orth(model)
             # vector_norm: gradient 0 at 0 (FW's zero-initialised hypernetwork); sqrt(sum) gives NaN
             reg = config.lam_phi * torch.linalg.vector_norm(torch.cat([p.flatten() for p in hyper])) if hyper else 0.0

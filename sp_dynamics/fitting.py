@@ -1,0 +1,475 @@
+"""One call to train a model on one system instance: :func:`fit`.
+
+Two kinds of data:
+
+* **derivatives** -- states ``x`` (N, n) and their time derivatives ``dx`` (N, n): the loss is
+  derivative matching, ``mean |f(x) - dx|^2 / mean |dx|^2`` (a relative squared error);
+* **trajectories** -- times ``t`` (T,) and sampled states ``x`` (J, T, n), no derivatives (pass
+  ``t=``): every window of ``horizon`` sampling intervals is rolled out from its observed first
+  state by a structure-preserving step and compared with the observations (see
+  :func:`trajectory_loss`).
+
+The optimiser is full-batch L-BFGS with a strong-Wolfe line search, which for these small,
+smooth regression problems reaches errors Adam does not (``experiments/PROTOCOL.md``, "Why the
+GENERIC networks did not learn": on a DNO instance Adam stalls near a relative loss of 1e-6 to
+1e-3 depending on the learning rate, L-BFGS reaches 1e-7 in the same time). The loss landscape of
+GENERIC networks has poor basins -- E, S and the bracket can split the field in ways that need
+more state dependence than the bracket has -- so :func:`fit` first tries ``restarts``
+initialisations for a few iterations each and continues the best. It stops at ``max_iter``
+evaluations, when the loss falls below ``tol``, or on a plateau.
+
+Example::
+
+    model = GENERICNet(3).double()
+    result = fit(model, x, dx)                     # derivative matching
+    result = fit(model, xs, t=t)                   # trajectories (J, T, n) only
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from ._checks import check_finite
+from .integrators import discrete_gradient, integrate
+from .nn import standardize_inputs
+
+__all__ = ["FitConfig", "FitResult", "fit", "trajectory_loss", "derivative_loss", "entropy_orientation",
+           "reinitialize", "orient_entropy"]
+
+WEIGHTINGS = ("global", "coordinate")
+RESIDUAL_METHODS = ("implicit_midpoint", "discrete_gradient")
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Settings of :func:`fit`; the defaults reach the accuracies in ``experiments/results/fit_*.md``.
+
+    Attributes:
+        max_iter: L-BFGS function evaluations of the main run.
+        restarts: initialisations tried (the model as given is the first); the one with the
+            lowest loss after ``restart_iter`` evaluations is continued. 1 = no restarts.
+        restart_iter: evaluations each initialisation gets before the choice.
+        history: L-BFGS memory.
+        chunk: evaluations per L-BFGS call; progress, plateau test and callback run between calls.
+        plateau_window, plateau_rtol: stop when the loss fell by less than the fraction
+            ``plateau_rtol`` over the last ``plateau_window`` evaluations.
+        tol: stop when the loss is below this value.
+        weighting: ``"global"`` (errors relative to the mean |dx|^2) or ``"coordinate"`` (each
+            coordinate relative to its own mean square, so slow coordinates such as an entropy
+            rate weigh as much as fast ones).
+        standardize: set the model's input standardisation (:class:`~sp_dynamics.nn.Standardize`)
+            from the data if not set yet.
+        seed: seeds the re-initialisations of the restarts (the global RNG is restored after).
+        entropy_penalty: weight of ``mean relu(-dS/dt)^2 / mean (dS/dt)^2`` along the data, for
+            models with an entropy (see :func:`entropy_orientation`). It is zero for every model
+            that fits the data, since a GENERIC model's entropy never decreases along its own
+            flow; it steers training away from entropies that decrease along the data.
+        method, horizon, substeps: trajectory loss only (:func:`trajectory_loss`).
+    """
+
+    max_iter: int = 3000
+    restarts: int = 4
+    restart_iter: int = 100
+    history: int = 50
+    chunk: int = 50
+    plateau_window: int = 500
+    plateau_rtol: float = 0.02
+    tol: float = 0.0
+    weighting: str = "global"
+    standardize: bool = True
+    seed: int = 0
+    entropy_penalty: float = 1.0
+    method: str = "implicit_midpoint"
+    horizon: int = 1
+    substeps: int = 1
+
+    def validate(self) -> None:
+        for name in ("max_iter", "restarts", "restart_iter", "history", "chunk", "plateau_window", "horizon", "substeps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"FitConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.weighting not in WEIGHTINGS:
+            raise ValueError(f"FitConfig.weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
+        if not 0 <= self.plateau_rtol < 1:
+            raise ValueError(f"FitConfig.plateau_rtol must be in [0, 1), got {self.plateau_rtol}")
+        if self.entropy_penalty < 0:
+            raise ValueError(f"FitConfig.entropy_penalty must be >= 0, got {self.entropy_penalty}")
+        if self.tol < 0:
+            raise ValueError(f"FitConfig.tol must be >= 0, got {self.tol}")
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` did: the loss after every evaluation of the main run, the loss each
+    restart reached, the chosen restart, the number of evaluations, wall time and why it stopped."""
+
+    losses: list[float]
+    restart_losses: list[float]
+    chosen: int
+    evaluations: int
+    seconds: float
+    stopped: str
+    config: FitConfig = field(repr=False, default_factory=FitConfig)
+
+    @property
+    def final_loss(self) -> float:
+        return self.losses[-1] if self.losses else math.nan
+
+
+# ---------------------------------------------------------------------------------------------
+# losses
+# ---------------------------------------------------------------------------------------------
+
+
+def _weights(dx: Tensor, weighting: str) -> Tensor:
+    """Per-coordinate loss weights (n,) so that a loss of 1 means errors as large as the data."""
+    ms = dx.reshape(-1, dx.shape[-1]).pow(2).mean(0)
+    if weighting == "coordinate":
+        return 1.0 / torch.where(ms > 0, ms, torch.ones_like(ms))
+    total = ms.sum()
+    return torch.full_like(ms, 1.0 / float(total) if total > 0 else 1.0)
+
+
+def derivative_loss(model: Callable, x: Tensor, dx: Tensor, weights: Tensor | None = None) -> Tensor:
+    """``sum_i w_i mean (f(x)_i - dx_i)^2`` with the weights of :class:`FitConfig` ``weighting``
+    (default ``"global"``: the relative squared error ``mean |f(x) - dx|^2 / mean |dx|^2``)."""
+    w = _weights(dx, "global") if weights is None else weights
+    return ((model(0.0, x) - dx).pow(2).mean(0) * w).sum()
+
+
+def entropy_orientation(rates: Tensor) -> Tensor:
+    """``mean relu(-r)^2 / mean r^2`` of entropy rates (or increments) r along the data: 0 when
+    the entropy never decreases there, 1 when it always does; independent of the entropy's scale.
+
+    Why: a GENERIC network whose entropy decreases along the data can only fit the data by
+    switching its dissipation off (``dS/dt = grad S^T M grad S >= 0`` along its own flow), and it
+    cannot turn the sign around without passing ``grad S = 0``. Measured on DNO instance 76
+    (``experiments/PROTOCOL.md``): without this term 3 of 8 initialisations reached a relative
+    loss below 4e-3 in 100 L-BFGS evaluations, with it 7 of 8."""
+    return torch.relu(-rates).pow(2).mean() / (rates.pow(2).mean() + torch.finfo(rates.dtype).tiny)
+
+
+def _generic_derivative_loss(model, x: Tensor, dx: Tensor, w: Tensor, lam: float) -> Tensor:
+    """Derivative matching plus ``lam`` times :func:`entropy_orientation`, sharing one gradient
+    evaluation of E and S."""
+    dE, dS = model.gradients(x)
+    f = model.field_from_gradients(x, dE, dS)
+    return ((f - dx).pow(2).mean(0) * w).sum() + lam * entropy_orientation((dS * dx).sum(-1))
+
+
+def _uniform_step(t: Tensor) -> float:
+    dt = t[1:] - t[:-1]
+    if not bool((dt > 0).all()):
+        raise ValueError("trajectory times t must be strictly increasing")
+    h = float(dt.mean())
+    if float((dt - h).abs().max()) > 1e-6 * max(1.0, abs(h)):
+        raise ValueError("trajectory times t must be evenly spaced (windows share one step size)")
+    return h
+
+
+def _residual_step(model, x0: Tensor, x1: Tensor, h: float, method: str) -> Tensor:
+    """``x1 - x0 - h F``: zero exactly when one step of ``method`` maps x0 to x1.
+
+    Implicit midpoint: ``F = f((x0 + x1) / 2)``. Discrete gradient (Gonzalez): ``F`` is the
+    model's field with its gradients replaced by the discrete gradients between x0 and x1, so a
+    model with zero residual conserves its energy exactly along the data and never lowers its
+    entropy. Neither needs a nonlinear solve: the step is used in its residual form."""
+    if method == "implicit_midpoint":
+        return x1 - x0 - h * model(0.0, 0.5 * (x0 + x1))
+    energy = model.energy
+    dE = discrete_gradient(energy, x0, x1)
+    entropy = getattr(model, "entropy", None)
+    dS = discrete_gradient(entropy, x0, x1) if entropy is not None else None
+    return x1 - x0 - h * model.field_from_gradients(0.5 * (x0 + x1), dE, dS)
+
+
+def trajectory_loss(model, t: Tensor, x: Tensor, *, method: str = "implicit_midpoint", horizon: int = 1,
+                    substeps: int = 1, weights: Tensor | None = None) -> Tensor:
+    """Trajectory-matching loss of a model on sampled trajectories, no derivatives needed.
+
+    Every window ``x[j, i : i + horizon + 1]`` is predicted from its first state by ``horizon``
+    sampling intervals of ``method`` with ``substeps`` steps each; the loss is the weighted mean
+    squared prediction error divided by the mean squared one-interval increment of the data, so
+    it is comparable with :func:`derivative_loss` (about ``h^2 |f error|^2 / h^2 |f|^2``).
+
+    With ``horizon = substeps = 1`` and ``method`` ``"implicit_midpoint"`` or
+    ``"discrete_gradient"`` the step is used in residual form (no nonlinear solve, one field
+    evaluation per window); otherwise the rollout goes through :func:`~sp_dynamics.integrate`,
+    which differentiates implicit steps by the implicit function theorem. ``"leapfrog"`` (for
+    separable Hamiltonian models) and ``"rk4"`` always roll out.
+
+    Shapes: t (T,), x (J, T, n) or (T, n).
+    """
+    if x.ndim == 2:
+        x = x.unsqueeze(0)
+    if x.ndim != 3 or t.ndim != 1 or x.shape[1] != t.shape[0]:
+        raise ValueError(f"trajectories must be (J, T, n) with times (T,), got {tuple(x.shape)} and {tuple(t.shape)}")
+    T = x.shape[1]
+    if not 1 <= horizon < T:
+        raise ValueError(f"horizon must be in [1, {T - 1}] for {T} sampled times, got {horizon}")
+    h = _uniform_step(t)
+    increments = x[:, 1:] - x[:, :-1]
+    w = _weights(increments, "global") if weights is None else weights
+    n = x.shape[-1]
+    if horizon == 1 and substeps == 1 and method in RESIDUAL_METHODS:
+        r = _residual_step(model, x[:, :-1].reshape(-1, n), x[:, 1:].reshape(-1, n), h, method)
+        return (r.pow(2).mean(0) * w).sum()
+    starts = x[:, : T - horizon].reshape(-1, n)
+    times = torch.arange(horizon + 1, dtype=x.dtype, device=x.device) * h
+    pred = integrate(model, starts, times, method=method, step_size=h / substeps)[1:]        # (H, W, n)
+    target = torch.stack([x[:, k : T - horizon + k].reshape(-1, n) for k in range(1, horizon + 1)])
+    return ((pred - target).pow(2).mean((0, 1)) * w).sum()
+
+
+def _last_linear(net: nn.Module) -> nn.Linear | None:
+    """The output layer of an entropy network (a plain MLP, a modulated MLP's head, or either
+    behind a :class:`~sp_dynamics.nn.ScalarFunction` / Standardize wrapper)."""
+    head = getattr(net, "head", None)
+    if isinstance(head, nn.Linear):
+        return head
+    linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
+    return linears[-1] if linears else None
+
+
+@torch.no_grad()
+def orient_entropy(model: nn.Module, x: Tensor, dx: Tensor, z: Tensor | None = None) -> bool:
+    """Flip a learned entropy network's sign if its entropy *decreases* along the data.
+
+    The data say in which direction entropy grows (``dS/dt = grad S . dx/dt`` must be >= 0 on
+    average). A network initialised the other way round has to pass ``grad S = 0`` to turn
+    around, where the bracket's dissipation vanishes; it then settles in a basin with no
+    dissipation at all (on the DNO, a relative loss of about 2e-2 from every such start). Negating
+    the output layer before training removes that barrier. ``x``, ``dx``: states and time
+    derivatives (or increments) (..., n); ``z``: latents (K, k) of a latent model, with x and dx
+    (K, N, n). Returns whether the sign was flipped; models without a learned ``entropy_net``
+    are left alone.
+    """
+    net = getattr(model, "entropy_net", None)
+    last = _last_linear(net) if isinstance(net, nn.Module) else None
+    if last is None or not hasattr(model, "entropy") or (z is None and not _takes_state_only(model)):
+        return False
+    with torch.enable_grad():
+        xg = x.detach().requires_grad_(True)
+        entropy = model.entropy(xg) if z is None else model.entropy(xg, z)
+        (g,) = torch.autograd.grad(entropy.sum(), xg)
+    if float((g * dx).sum()) >= 0:
+        return False
+    last.weight.neg_()
+    if last.bias is not None:
+        last.bias.neg_()
+    return True
+
+
+def _has_entropy(model: nn.Module) -> bool:
+    return hasattr(model, "entropy") and _takes_state_only(model)
+
+
+def _takes_state_only(model: nn.Module) -> bool:
+    import inspect
+
+    try:
+        return len(inspect.signature(model.entropy).parameters) == 1
+    except (TypeError, ValueError):
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+# restarts
+# ---------------------------------------------------------------------------------------------
+
+
+def reinitialize(model: nn.Module) -> nn.Module:
+    """Draw fresh parameters for every submodule (from the global RNG), in place.
+
+    Uses each module's ``reset_parameters``; children are reset before their parents, so a
+    parent can override its children's default initialisation (e.g. a zero-initialised head).
+    Raises ``ValueError`` naming a module that owns parameters but cannot reset them."""
+    for module in reversed(list(model.modules())):
+        owns = any(True for _ in module.parameters(recurse=False))
+        if hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+        elif owns:
+            raise ValueError(f"cannot re-initialise {type(module).__name__} (no reset_parameters); "
+                             "use FitConfig(restarts=1)")
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
+# the trainer
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_data(model: nn.Module, x: Tensor, dx: Tensor | None, t: Tensor | None) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    try:
+        param = next(model.parameters())
+    except StopIteration:
+        raise ValueError("fit: the model has no parameters to train") from None
+    dtype, device = param.dtype, param.device
+    if not isinstance(x, Tensor):
+        x = torch.as_tensor(x)
+    x = x.to(dtype=dtype, device=device)
+    check_finite(x, "fit: states x")
+    dim = getattr(model, "dim", x.shape[-1])
+    if x.ndim < 2 or x.shape[-1] != dim:
+        raise ValueError(f"fit: states must have shape (..., {dim}), got {tuple(x.shape)}")
+    if t is None:
+        if dx is None:
+            raise ValueError("fit: pass derivatives dx, or times t= to learn from trajectories")
+        dx = torch.as_tensor(dx).to(dtype=dtype, device=device)
+        check_finite(dx, "fit: derivatives dx")
+        if dx.shape != x.shape:
+            raise ValueError(f"fit: x and dx must have the same shape, got {tuple(x.shape)} and {tuple(dx.shape)}")
+        return x.reshape(-1, dim), dx.reshape(-1, dim), None
+    if dx is not None:
+        raise ValueError("fit: pass either derivatives dx or times t, not both")
+    t = torch.as_tensor(t).to(dtype=dtype, device=device)
+    check_finite(t, "fit: times t")
+    if x.ndim == 2:
+        x = x.unsqueeze(0)
+    if x.ndim != 3 or t.ndim != 1 or x.shape[1] != t.shape[0]:
+        raise ValueError(f"fit: trajectories must be (J, T, n) with times (T,), got {tuple(x.shape)} and {tuple(t.shape)}")
+    if t.shape[0] < 2:
+        raise ValueError("fit: trajectories need at least two sampled times")
+    _uniform_step(t)
+    return x, None, t
+
+
+def fit(model: nn.Module, x: Tensor, dx: Tensor | None = None, *, t: Tensor | None = None,
+        config: FitConfig | None = None, progress: bool | None = None,
+        callback: Callable[[int, float], None] | None = None) -> FitResult:
+    """Train ``model`` in place on one system instance.
+
+    Args:
+        model: any ``(t, x)`` vector field module (:class:`~sp_dynamics.HamiltonianNN`,
+            :class:`~sp_dynamics.GENERICNet`, ...); trained in its own dtype (use float64).
+        x: states (N, n) with ``dx``, or trajectories (J, T, n) with ``t``.
+        dx: time derivatives (N, n) (derivative matching).
+        t: sampling times (T,), evenly spaced (trajectory matching).
+        config: :class:`FitConfig`. progress: a progress bar (None: only on a terminal).
+        callback: ``callback(evaluations, loss)`` after every chunk of evaluations.
+
+    Returns:
+        A :class:`FitResult`; the model holds the trained parameters.
+    """
+    config = config or FitConfig()
+    config.validate()
+    x, dx, t = _check_data(model, x, dx, t)
+    if config.standardize:
+        standardize_inputs(model, x)
+    rates = dx if t is None else (x[:, 1:] - x[:, :-1])
+    positions = x if t is None else x[:, :-1]
+    orient_entropy(model, positions, rates)
+    lam = config.entropy_penalty if _has_entropy(model) else 0.0
+    if t is None:
+        w = _weights(dx, config.weighting)
+
+        def loss_of(m):
+            if lam and hasattr(m, "gradients"):
+                return _generic_derivative_loss(m, x, dx, w, lam)
+            return derivative_loss(m, x, dx, w)
+    else:
+        w = _weights(x[:, 1:] - x[:, :-1], config.weighting)
+
+        def loss_of(m):
+            loss = trajectory_loss(m, t, x, method=config.method, horizon=config.horizon,
+                                   substeps=config.substeps, weights=w)
+            if lam:
+                S = m.entropy(x)
+                loss = loss + lam * entropy_orientation(S[:, 1:] - S[:, :-1])
+            return loss
+
+    start = time.time()
+    restart_losses: list[float] = []
+    chosen = 0
+    if config.restarts > 1:
+        best_state, best = None, math.inf
+        with torch.random.fork_rng(devices=[]):
+            for r in range(config.restarts):
+                candidate = copy.deepcopy(model)  # restart 0: the initialisation given
+                if r > 0:
+                    torch.manual_seed(config.seed * 1000 + r)
+                    reinitialize(candidate)  # parameters only: the standardisation buffers stay
+                    orient_entropy(candidate, positions, rates)
+                loss = _lbfgs(candidate, loss_of, config.restart_iter, config)
+                restart_losses.append(loss)
+                if loss < best or best_state is None:
+                    best, chosen, best_state = loss, r, candidate.state_dict()
+        model.load_state_dict(best_state)
+    losses: list[float] = []
+    stopped = _run(model, loss_of, config, losses, progress, callback)
+    return FitResult(losses, restart_losses, chosen, len(losses), time.time() - start, stopped, config)
+
+
+def _lbfgs(model: nn.Module, loss_of, max_eval: int, config: FitConfig) -> float:
+    """``max_eval`` L-BFGS evaluations on ``model``; returns its loss afterwards (inf if the
+    loss became non-finite)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.LBFGS(params, lr=1.0, max_iter=max_eval, max_eval=max_eval, history_size=config.history,
+                            tolerance_grad=0.0, tolerance_change=0.0, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = loss_of(model)
+        if not torch.isfinite(loss):
+            raise FloatingPointError("non-finite loss")
+        loss.backward()
+        return loss
+
+    try:
+        opt.step(closure)
+        value = float(loss_of(model).detach())  # needs grad mode: the loss differentiates E, S
+    except FloatingPointError:
+        return math.inf
+    return value if math.isfinite(value) else math.inf
+
+
+def _run(model, loss_of, config: FitConfig, losses: list[float], progress, callback) -> str:
+    from tqdm import tqdm
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.LBFGS(params, lr=1.0, max_iter=config.chunk, max_eval=config.chunk,
+                            history_size=config.history, tolerance_grad=0.0, tolerance_change=0.0,
+                            line_search_fn="strong_wolfe")
+    best_state, best = copy.deepcopy(model.state_dict()), math.inf
+
+    def closure():
+        opt.zero_grad()
+        loss = loss_of(model)
+        loss.backward()
+        losses.append(float(loss.detach()))
+        return loss
+
+    stopped = "max_iter"
+    with tqdm(total=config.max_iter, desc="fit", unit="eval", disable=None if progress is None else not progress) as bar:
+        while len(losses) < config.max_iter:
+            before = len(losses)
+            opt.step(closure)
+            if len(losses) == before:  # L-BFGS made no evaluation: converged to round-off
+                stopped = "converged"
+                break
+            current = losses[-1]
+            bar.update(len(losses) - before)
+            bar.set_postfix(loss=f"{current:.3e}")
+            if not math.isfinite(current):
+                stopped = "non-finite loss (kept the best parameters seen)"
+                break
+            if current < best:
+                best, best_state = current, copy.deepcopy(model.state_dict())
+            if callback is not None:
+                callback(len(losses), current)
+            if current <= config.tol:
+                stopped = "tol"
+                break
+            w = config.plateau_window
+            if len(losses) > w and min(losses[-w:]) > (1 - config.plateau_rtol) * min(losses[:-w]):
+                stopped = "plateau"
+                break
+    if losses and not (losses[-1] <= best):
+        model.load_state_dict(best_state)
+    return stopped
