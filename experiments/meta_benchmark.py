@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 import systems  # noqa: F401  (registers the built-in systems)
-from sp_dynamics import GENERICNet, LatentGENERICNet, LatentHamiltonianNN, get_system, make_family_dataset
+from sp_dynamics import FitConfig, GENERICNet, LatentGENERICNet, LatentHamiltonianNN, get_system, make_family_dataset
 from sp_dynamics.io import atomic_write_text
 from sp_dynamics.meta import GradientMetaConfig, MetaConfig, adapt_all, adapt_latent, meta_train
 from sp_dynamics.meta.baselines import last_layer, train_maml, train_reptile, train_scratch
@@ -188,7 +188,8 @@ def adapted_fields(method: str, system, data, cfg: BenchConfig, seed: int, run_d
     net = make_net()
     gcfg = dataclasses.replace(cfg.grad, seed=seed)
     if method == "scratch":
-        params, _ = train_scratch(make_net, xs, dxs, steps=cfg.scratch_steps, lr=1e-3, seed=seed, field=field)
+        fit_cfg = FitConfig(max_iter=cfg.scratch_steps, restarts=2, restart_iter=50, seed=seed)
+        params, _ = train_scratch(make_net, xs, dxs, config=fit_cfg, field=field)
     else:
         if method == "reptile":
             meta_params, log = train_reptile(net, x, dx, gcfg, field=field)

@@ -18,6 +18,7 @@ from .brackets import (
     make_bracket,
 )
 from .data import DatasetConfig, FamilyDataset, make_family_dataset
+from .derivatives import estimate_derivatives
 from .fitting import FitConfig, FitResult, fit, trajectory_loss
 from .integrators import ConvergenceError, discrete_gradient, integrate
 from .models import GENERICNet, HamiltonianNN, LatentGENERICNet, LatentHamiltonianNN, PortHamiltonianNN
@@ -55,6 +56,7 @@ __all__ = [
     "FitConfig",
     "FitResult",
     "trajectory_loss",
+    "estimate_derivatives",
     "discrete_gradient",
     "ConvergenceError",
     "System",

@@ -12,6 +12,7 @@ from sp_dynamics.brackets import (
     CanonicalJ,
     KnownBracket,
     LearnedSkew,
+    MixedBracket,
     LearnedSPD,
     ProjectionBracket,
     SoftBracket,
@@ -30,6 +31,12 @@ def _bracket(kind: str, n: int, state_dependent: bool = False):
         return ProjectionBracket(n, rank=max(1, n - 1), state_dependent=state_dependent).double()
     if kind == "basis":
         return BasisBracket(n).double()
+    if kind == "mixed":
+        b = MixedBracket(n, state_dependent=state_dependent, state_dependent_L=state_dependent).double()
+        if b.g is not None:  # zero-initialised: perturb so that the state-dependent friction is exercised
+            with torch.no_grad():
+                b.g[-1].weight.normal_(0.0, 0.3)
+        return b
     if kind == "soft":
         return SoftBracket(n, state_dependent=state_dependent).double()
     if kind == "known":
@@ -43,6 +50,8 @@ CONSTRUCTIONS = [
     ("projection", False),
     ("projection", True),
     ("basis", False),
+    ("mixed", False),
+    ("mixed", True),
     ("soft", False),
     ("soft", True),
     ("known", False),
@@ -146,7 +155,7 @@ def test_row_and_column_vector_forms_agree(kind, statedep):
     assert torch.allclose(row, br.field(x, dE, dS), atol=1e-12)
 
 
-@pytest.mark.parametrize("kind", ["projection", "known"])
+@pytest.mark.parametrize("kind", ["projection", "mixed", "known"])
 def test_vanishing_gradient_is_finite(kind):
     # Behaviour at grad S -> 0 and grad E -> 0: the eps guard keeps everything finite and the
     # projector tends to the identity (no NaN from 0/0).

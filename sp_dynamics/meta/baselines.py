@@ -12,6 +12,7 @@ Shapes: per-system data (S, P, n); support/query sets (K, N, n).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -19,6 +20,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import grad, vmap
 
+from ..fitting import FitConfig, FitResult, fit
+from ..models import HamiltonianNN
 from .maml import FieldFn, adapt_params, field_loss, hnn_field, maml_meta_gradient
 from .training import sample_tasks
 
@@ -135,21 +138,25 @@ def train_reptile(energy_net: nn.Module, x: Tensor, dx: Tensor, cfg: GradientMet
     return params, log
 
 
-def train_scratch(energy_net_factory, x: Tensor, dx: Tensor, steps: int = 1000, lr: float = 1e-3,
-                  seed: int = 0, field: FieldFn = hnn_field) -> tuple[Params, list[float]]:
-    """Scratch baseline: a fresh network per task trained on its K shots only, all K tasks at
-    once (x, dx: (K, N, n)). Returns per-task parameters (leading dim K) and the mean losses."""
-    torch.manual_seed(seed)
-    nets = [energy_net_factory() for _ in range(x.shape[0])]
-    template = nets[0]
-    task_params = {k: torch.stack([dict(n.named_parameters())[k].detach() for n in nets]).requires_grad_(True)
-                   for k, _ in template.named_parameters()}
-    opt = torch.optim.Adam(list(task_params.values()), lr=lr)
-    losses = []
-    for _ in range(steps):
-        loss = vmap(lambda p, a, b: field_loss(template, p, a, b, field))(task_params, x, dx).sum()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()) / x.shape[0])
-    return {k: v.detach() for k, v in task_params.items()}, losses
+def train_scratch(net_factory, x: Tensor, dx: Tensor, *, config: FitConfig | None = None,
+                  field: FieldFn = hnn_field) -> tuple[Params, list[FitResult]]:
+    """Scratch baseline: a fresh network per task trained on its K shots only by
+    :func:`sp_dynamics.fit` (x, dx: (K, N, n)).
+
+    ``net_factory()`` builds the network ``field`` expects: the energy MLP for ``hnn_field``, a
+    :class:`~sp_dynamics.GENERICNet` for ``generic_field``. The networks keep identity input
+    standardisation (the functional field shares one set of buffers across tasks). Returns the
+    per-task parameters (leading dimension K) and each task's :class:`~sp_dynamics.FitResult`.
+    """
+    config = config or FitConfig()
+    config = dataclasses.replace(config, standardize=False)
+    params, results = [], []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        for k in range(x.shape[0]):
+            net = net_factory()
+            model = HamiltonianNN(x.shape[-1], energy=net) if field is hnn_field else net
+            results.append(fit(model, x[k], dx[k], config=dataclasses.replace(config, seed=config.seed + k),
+                               progress=False))
+            params.append({name: p.detach() for name, p in net.named_parameters()})
+    return {name: torch.stack([p[name] for p in params]) for name in params[0]}, results

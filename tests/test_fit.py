@@ -1,0 +1,220 @@
+"""The public single-instance trainer ``sp_dynamics.fit`` and the trajectory loss."""
+
+import math
+
+import pytest
+import torch
+
+from sp_dynamics import FitConfig, GENERICNet, HamiltonianNN, fit, get_system, make_family_dataset, trajectory_loss
+from sp_dynamics.fitting import derivative_loss, entropy_orientation, orient_entropy, reinitialize
+
+from conftest import all_system_names
+
+F64 = torch.float64
+TINY = dict(n_instances=3, n_train=2, n_traj=2, n_points=11)
+FAST = FitConfig(max_iter=30, restarts=2, restart_iter=5, chunk=10)
+
+
+def _model(system, hidden=16):
+    if system.is_generic:
+        return GENERICNet(system.dim, hidden=hidden, depth=2).double()
+    return HamiltonianNN(system.dim, hidden=hidden, depth=2).double()
+
+
+@pytest.mark.parametrize("name", all_system_names())
+def test_fit_reduces_the_loss_on_every_registered_system(name):
+    # Catches: a trainer that does not train (wrong sign, frozen parameters, a restart that
+    # loads the wrong state) on any system a user can register, GENERIC or Hamiltonian.
+    system = get_system(name)
+    data = make_family_dataset(name, seed=0, **TINY)
+    x, dx = data.pairs(0)
+    torch.manual_seed(0)
+    model = _model(system)
+    before = float(derivative_loss(model, x, dx).detach())
+    result = fit(model, x, dx, config=FAST, progress=False)
+    after = float(derivative_loss(model, x, dx).detach())
+    assert after < 0.5 * before
+    assert result.evaluations >= 1 and len(result.restart_losses) == 2
+
+
+def test_fit_keeps_the_best_restart_and_leaves_the_global_rng_alone():
+    # Catches: restarts that leak into the user's random stream, or a final model that is not
+    # the restart with the lowest loss.
+    data = make_family_dataset("dno", seed=0, **TINY)
+    x, dx = data.pairs(0)
+    torch.manual_seed(1)
+    model = GENERICNet(3, hidden=16, depth=2).double()
+    state = torch.get_rng_state()
+    result = fit(model, x, dx, config=FitConfig(max_iter=10, restarts=3, restart_iter=5, chunk=5), progress=False)
+    assert torch.equal(state, torch.get_rng_state())
+    assert result.chosen == min(range(3), key=lambda r: result.restart_losses[r])
+
+
+def test_trajectory_loss_gradient_matches_finite_differences():
+    # Catches: a trajectory loss whose parameter gradient is wrong -- residual forms (implicit
+    # midpoint, discrete gradient) and a rollout through the implicit-function-theorem backward.
+    data = make_family_dataset("dno", seed=0, **TINY)
+    t, xs = data.t[:5], data.x[0, :, :5]
+    torch.manual_seed(0)
+    model = GENERICNet(3, hidden=6, depth=1).double()
+    p0 = model.energy_net.fn[0].weight.detach().clone()
+    for kwargs in [dict(method="implicit_midpoint"), dict(method="discrete_gradient"),
+                   dict(method="implicit_midpoint", horizon=2, substeps=2)]:
+        def loss(p, kwargs=kwargs):
+            return _loss_at(model, p, t, xs, kwargs)
+        assert torch.autograd.gradcheck(loss, (p0.clone().requires_grad_(True),), atol=1e-6, rtol=1e-5), kwargs
+
+
+def _loss_at(model, p, t, xs, kwargs):
+    """The loss with the energy network's first weight replaced by p (so gradcheck sees it)."""
+    module, attr = model.energy_net.fn[0], "weight"
+    saved = getattr(module, attr)
+    try:
+        delattr(module, attr)
+        setattr(module, attr, p)
+        return trajectory_loss(model, t, xs, **kwargs)
+    finally:
+        delattr(module, attr)
+        module.register_parameter(attr, saved)
+
+
+def test_a_trajectory_trained_dno_model_keeps_exact_structure():
+    # Catches: trajectory training that breaks the GENERIC structure: after fitting noisy
+    # trajectories alone, the degeneracy residuals are round-off, dE/dt = 0 and dS/dt >= 0
+    # pointwise, and a discrete-gradient rollout keeps E and never lowers S.
+    data = make_family_dataset("dno", seed=0, noise_std=0.01, **TINY)
+    torch.manual_seed(0)
+    model = GENERICNet(3, hidden=16, depth=2).double()
+    before = float(trajectory_loss(model, data.t, data.x[0]).detach())
+    fit(model, data.x[0], t=data.t, config=FAST, progress=False)
+    assert float(trajectory_loss(model, data.t, data.x[0]).detach()) < before
+    x = data.x[0].reshape(-1, 3)
+    r_L, r_M = (r.detach() for r in model.residuals(x))
+    dE, dS = (g.detach() for g in model.gradients(x))
+    f = model(0.0, x).detach()
+    scale = dE.norm(dim=-1) * dS.norm(dim=-1) * f.norm(dim=-1).max()
+    L, M = (m.detach() for m in model.bracket.matrices(x, dE, dS))
+    assert float((r_L.norm(dim=-1) / (L.norm(dim=(-2, -1)) * dS.norm(dim=-1))).max()) <= 1e-10
+    assert float((r_M.norm(dim=-1) / (M.norm(dim=(-2, -1)) * dE.norm(dim=-1))).max()) <= 1e-10
+    assert float(((dE * f).sum(-1).abs() / scale).max()) <= 1e-10
+    assert float((dS * f).sum(-1).min()) >= -1e-12
+    from sp_dynamics import integrate
+    with torch.no_grad():
+        xs = integrate(model, x[:4], torch.linspace(0, 1, 11, dtype=F64), method="discrete_gradient", step_size=0.02)
+        E, S = model.energy(xs), model.entropy(xs)
+    assert float((E - E[0]).abs().max()) <= 1e-10
+    assert float((S[1:] - S[:-1]).min()) >= -1e-12
+
+
+def test_entropy_orientation_and_flip():
+    # Catches: an orientation term that is not zero for entropies growing along the data, or a
+    # flip that does not make the entropy grow.
+    assert float(entropy_orientation(torch.tensor([0.1, 0.0, 2.0]))) == 0.0
+    assert math.isclose(float(entropy_orientation(torch.tensor([-1.0, -2.0]))), 1.0)
+    data = make_family_dataset("dno", seed=0, **TINY)
+    x, dx = data.pairs(0)
+    for seed in range(6):
+        torch.manual_seed(seed)
+        model = GENERICNet(3, hidden=8, depth=1).double()
+        orient_entropy(model, x, dx)
+        dS = model.gradients(x)[1]
+        assert float((dS * dx).sum()) >= 0
+
+
+def test_reinitialize_draws_new_parameters_and_keeps_zero_heads():
+    # Catches: restarts that reuse the same weights (no diversity), or that overwrite the
+    # MixedBracket's zero-initialised friction head (the constant start it relies on).
+    torch.manual_seed(0)
+    model = GENERICNet(3).double()
+    old = {k: v.clone() for k, v in model.state_dict().items()}
+    reinitialize(model)
+    changed = [k for k, v in model.state_dict().items() if not torch.equal(v, old[k])]
+    assert "bracket.xi" in changed and "energy_net.fn.0.weight" in changed
+    assert torch.count_nonzero(model.bracket.g[-1].weight) == 0
+
+
+@pytest.mark.parametrize("bad,match", [
+    ("nan", "NaN"), ("times", "strictly increasing"), ("shape", "must be"), ("both", "either"),
+    ("uneven", "evenly spaced"), ("nothing", "pass derivatives"),
+])
+def test_fit_rejects_bad_input_with_a_clear_error(bad, match):
+    # Catches: bad data reaching torch (a deep stack trace or silent NaN training).
+    data = make_family_dataset("dno", seed=0, **TINY)
+    model = GENERICNet(3, hidden=8, depth=1).double()
+    t, xs = data.t.clone(), data.x[0].clone()
+    x, dx = data.pairs(0)
+    with pytest.raises(ValueError, match=match):
+        if bad == "nan":
+            xs[0, 3, 1] = float("nan")
+            fit(model, xs, t=t, config=FAST, progress=False)
+        elif bad == "times":
+            t[4] = t[3]
+            fit(model, xs, t=t, config=FAST, progress=False)
+        elif bad == "shape":
+            fit(model, xs, t=t[:-1], config=FAST, progress=False)
+        elif bad == "both":
+            fit(model, xs, dx, t=t, config=FAST, progress=False)
+        elif bad == "uneven":
+            t[5] += 0.01
+            fit(model, xs, t=t, config=FAST, progress=False)
+        else:
+            fit(model, x, config=FAST, progress=False)
+
+
+def test_fit_config_and_dataset_noise_are_validated():
+    with pytest.raises(ValueError, match="restarts"):
+        FitConfig(restarts=0).validate()
+    with pytest.raises(ValueError, match="weighting"):
+        FitConfig(weighting="per-point").validate()
+    with pytest.raises(ValueError, match="noise_std"):
+        make_family_dataset("dno", seed=0, noise_std=-0.1, **TINY)
+
+
+def test_fit_converts_float32_data_to_the_model_dtype():
+    # Catches: float32 arrays (numpy's default for many users) failing deep inside linear.py.
+    data = make_family_dataset("pendulum", seed=0, **TINY)
+    x, dx = data.pairs(0)
+    model = HamiltonianNN(2, hidden=8, depth=1).double()
+    fit(model, x.float(), dx.float(), config=FAST, progress=False)
+
+
+def test_estimate_derivatives_accuracy_and_the_midpoint_identity():
+    # Catches: a derivative estimator with the wrong order, and a "midpoint" estimator that is
+    # not exactly the implicit-midpoint residual (which is how meta-training learns from states).
+    from sp_dynamics import estimate_derivatives
+
+    t = torch.linspace(0, 10, 101, dtype=F64)
+    x = torch.stack([torch.sin(1.3 * t), 1.3 * torch.cos(1.3 * t)], -1).unsqueeze(0)   # (1, T, 2)
+    dx = torch.stack([1.3 * torch.cos(1.3 * t), -1.69 * torch.sin(1.3 * t)], -1).unsqueeze(0)
+    xs, ds = estimate_derivatives(t, x, "spline")
+    inner = slice(3, -3)  # the spline's end conditions are less accurate at the two ends
+    assert float((ds - dx)[:, inner].abs().max()) < 2e-4 and torch.equal(xs, x)
+    xm, dm = estimate_derivatives(t, x, "midpoint")
+    assert xm.shape == (1, 100, 2)
+    model = HamiltonianNN(2, hidden=8, depth=1).double()
+    lhs = trajectory_loss(model, t, x[0], weights=torch.ones(2, dtype=F64))
+    rhs = ((model(0.0, xm[0]) - dm[0]).pow(2).mean(0)).sum() * 0.1**2
+    assert torch.allclose(lhs, rhs, rtol=1e-12)
+    noisy = x + 0.01 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0), dtype=F64)
+    _, dn = estimate_derivatives(t, noisy, "smoothing_spline")
+    assert float((dn - dx)[:, inner].pow(2).mean().sqrt()) < 0.05
+    with pytest.raises(ValueError, match="unknown derivative method"):
+        estimate_derivatives(t, x, "magic")
+    with pytest.raises(ValueError, match="strictly increasing"):
+        estimate_derivatives(t.flip(0), x, "spline")
+
+
+def test_meta_training_and_adaptation_learn_from_estimated_derivatives():
+    # Catches: the trajectory route not reaching the meta-learning path (shapes, dtypes).
+    from sp_dynamics import LatentGENERICNet, estimate_derivatives
+    from sp_dynamics.meta import MetaConfig, adapt_latent, meta_train
+
+    data = make_family_dataset("dno", seed=0, noise_std=0.01, n_instances=4, n_train=3, n_traj=2, n_points=21)
+    xm, dm = estimate_derivatives(data.t, data.x, "midpoint")            # (I, J, T-1, n)
+    x, dx = xm.reshape(4, -1, 3), dm.reshape(4, -1, 3)
+    torch.manual_seed(0)
+    model = LatentGENERICNet(3, hidden=16, depth=2, hyper_hidden=16).double()
+    Z, log = meta_train(model, x[:3], dx[:3], MetaConfig(iterations=5, tasks_per_batch=2, points_per_task=16),
+                        progress=False)
+    z, history = adapt_latent(model, x[3:, :16], dx[3:, :16], Z.mean(0), steps=5, entropy_penalty=1.0)
+    assert torch.isfinite(z).all() and history[-1] <= history[0]
