@@ -1,0 +1,36 @@
+"""The single-fit, trajectory, diagnosis and sweep experiments end to end on their smoke settings."""
+
+import json
+
+from experiments import fit_generic, fit_trajectories, meta_sweep
+
+
+def test_fit_generic_smoke_writes_a_table(tmp_path):
+    out = fit_generic.main(["--preset", "smoke", "--system", "dno", "--out", str(tmp_path)])
+    assert len(out["rows"]) == 2 and all(r["max_abs_dEdt"] < 1e-10 for r in out["rows"])
+    text = (tmp_path / "fit_dno_smoke.md").read_text()
+    assert "eps_field (data region)" in text and "python -m experiments.fit_generic" in text
+
+
+def test_fit_trajectories_smoke_covers_every_method(tmp_path):
+    out = fit_trajectories.main(["--preset", "smoke", "--system", "pendulum", "--out", str(tmp_path)])
+    assert {(r["method"], r["noise"]) for r in out["rows"]} == {
+        (m, n) for m in fit_trajectories.METHODS for n in (0.0, 0.01)}
+    assert json.loads((tmp_path / "fit_trajectories_pendulum_smoke.json").read_text())["rows"]
+
+
+def test_meta_sweep_smoke_reports_every_cell(tmp_path):
+    res = meta_sweep.main(["--preset", "smoke", "--methods", "svd", "fw", "--lam-z", "0.1", "0.01",
+                           "--lam-phi", "0.001", "--out", str(tmp_path)])
+    assert set(res["svd"]) == {"0.1,0.001", "0.01,0.001"}
+    assert "variance over cells" in (tmp_path / "meta_sweep_pendulum_smoke.md").read_text()
+
+
+def test_experiment_clis_refuse_bad_arguments(capsys):
+    import pytest
+
+    for main, args in [(fit_generic.main, ["--system", "nope"]), (fit_generic.main, ["--jobs", "0"]),
+                       (meta_sweep.main, ["--methods", "maml"]), (fit_trajectories.main, ["--jobs", "0"])]:
+        with pytest.raises(SystemExit) as exc:
+            main(args)
+        assert exc.value.code == 2
