@@ -1,4 +1,4 @@
-"""Protocol-v1 meta-learning benchmark on one system family (issue 3).
+"""Protocol-v1 meta-learning benchmark on one system family.
 
     python -m experiments.meta_benchmark --system pendulum --preset quick            # main job
     python -m experiments.meta_benchmark --system pendulum --preset paper --methods svd fw shift ro mr maml anil reptile scratch --jobs 2
@@ -9,12 +9,14 @@ MAML/ANIL/Reptile: gradient steps; Scratch: a fresh network on the shots), and r
 eps_field, eps_field on the data region (``data_region``), eps_traj and SSIM
 (``sp_dynamics.metrics.SSIM_IMPLEMENTATION``) as mean +- std over seeds (each seed: mean over
 test instances). ``--jobs 2`` runs two (method, seed) pairs at a time in worker processes.
-``--iterations N`` / ``--lr-schedule`` override the modulation methods' meta-training; such a
-variant gets its own run folder and result files (e.g. ``meta_pendulum_paper_it5000_constant``).
+``--set KEY=VALUE`` overrides any setting of the preset (``BenchConfig``, type-checked), e.g.
+``--set meta.iterations=5000 --set meta.lr_schedule=constant``; run folders are named by a hash
+of the training settings, and result files by ``--tag`` (default: a hash of the overrides), with
+the full configuration in ``<stem>.config.json``.
 Writes a Markdown table, results.json and phase-portrait and energy figures under
 ``experiments/results/`` (``--out`` to change). Protocol:
 ``experiments/PROTOCOL.md``. On GENERIC systems the gradient baselines meta-learn a
-``GENERICNet`` (projection bracket) through ``sp_dynamics.meta.maml.generic_field``, and every
+``GENERICNet`` (its default mixed bracket) through ``sp_dynamics.meta.maml.generic_field``, and every
 method also reports max |dE/dt| and min dS/dt of its own learned E and S along its rollouts.
 """
 
@@ -39,7 +41,8 @@ from torch import nn
 import systems  # noqa: F401  (registers the built-in systems)
 from sp_dynamics import FitConfig, GENERICNet, LatentGENERICNet, LatentHamiltonianNN, get_system, make_family_dataset
 from sp_dynamics.io import atomic_write_text
-from sp_dynamics.meta import GradientMetaConfig, MetaConfig, adapt_all, adapt_latent, meta_train
+from sp_dynamics.config import apply_overrides, config_dict, config_hash
+from sp_dynamics.meta import GradientMetaConfig, MetaConfig, adapt_all, adapt_latent, adapt_latent_gauss_newton, meta_train
 from sp_dynamics.meta.baselines import last_layer, train_maml, train_reptile, train_scratch
 from sp_dynamics.meta.maml import _sub, generic_field, hnn_field
 from sp_dynamics.metrics import SSIM_IMPLEMENTATION, data_region_states, eps_field, eps_traj, field_ssim, rollout
@@ -59,12 +62,33 @@ class BenchConfig:
     shots: int = 50
     adapt_steps: int = 500
     adapt_lr: float = 1e-2
+    adapt_method: str = "adam"  # latent auto-decoding: "adam" (adapt_steps at adapt_lr) or "gauss_newton"
+    gn_steps: int = 10  # Gauss-Newton steps (adapt_method="gauss_newton")
     grad_adapt_steps: int = 10
     scratch_steps: int = 500
     seeds: tuple[int, ...] = (0, 1, 2)
     dataset: dict = field(default_factory=dict)  # overrides of the protocol-v1 dataset
     energy_scale: float | str = 1.0  # "auto": mean |x| * mean |dx/dt| of the training data (Hamiltonian models)
     dtype: str = "float64"  # training and adaptation dtype; evaluation is always float64
+
+    def validate(self) -> None:
+        if not (self.energy_scale == "auto" or (isinstance(self.energy_scale, (int, float)) and self.energy_scale > 0)):
+            raise ValueError(f"energy_scale must be 'auto' or a positive number, got {self.energy_scale!r}")
+        if self.adapt_method not in ADAPT_METHODS:
+            raise ValueError(f"adapt_method must be one of {ADAPT_METHODS}, got {self.adapt_method!r}")
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
+        for name in ("shots", "latent_dim", "rank"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("adapt_steps", "gn_steps", "grad_adapt_steps", "scratch_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not self.seeds:
+            raise ValueError("seeds must name at least one seed")
+
+
+ADAPT_METHODS = ("adam", "gauss_newton")
 
 
 PRESETS = {
@@ -158,8 +182,12 @@ def adapt_fields(model: nn.Module, Z, xs, dxs, cfg: BenchConfig, z0=None) -> lis
     """Latent auto-decoding on support sets (K, N, n) from ``z0`` (default: the mean training
     latent); returns one float64 field per task (the trained model itself is left as it is)."""
     dtype = next(model.parameters()).dtype
-    z, _ = adapt_latent(model, xs.to(dtype), dxs.to(dtype), Z.mean(0) if z0 is None else z0,
-                        steps=cfg.adapt_steps, lr=cfg.adapt_lr, entropy_penalty=cfg.meta.entropy_penalty)
+    start = Z.mean(0) if z0 is None else z0
+    if cfg.adapt_method == "gauss_newton":  # float64 inside, whatever the model's dtype
+        z, _ = adapt_latent_gauss_newton(model, xs, dxs, start, steps=cfg.gn_steps)
+    else:
+        z, _ = adapt_latent(model, xs.to(dtype), dxs.to(dtype), start, steps=cfg.adapt_steps, lr=cfg.adapt_lr,
+                            entropy_penalty=cfg.meta.entropy_penalty)
     model = copy.deepcopy(model).double()  # evaluation (rollouts at rtol 1e-7) in float64
     return [model.condition(z[i].double()) for i in range(len(z))]
 
@@ -405,55 +433,43 @@ def cell(values) -> str:
     return "NaN" if np.isnan(v).any() else f"{v.mean():.3e} ± {v.std():.1e}"
 
 
+def training_hash(cfg: BenchConfig) -> str:
+    """Hash of every setting that changes a meta-trained checkpoint: runs that differ in any of them
+    get different run folders, runs that differ only in adaptation or evaluation share one."""
+    return config_hash((cfg.meta, cfg.grad, cfg.rank, cfg.latent_dim, cfg.energy_scale, cfg.dtype, cfg.dataset))
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--system", default="pendulum")
     parser.add_argument("--preset", default="quick", choices=sorted(PRESETS))
     parser.add_argument("--methods", nargs="+", default=["svd", "fw", "maml"])
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
-    parser.add_argument("--energy-scale", default=None,
-                        help="'auto' or a number: fixed output scale of the latent Hamiltonian models (default: the preset's)")
-    parser.add_argument("--iterations", type=int, default=None,
-                        help="meta-training iterations of the modulation methods (default: the preset's); "
-                             "named in the result files and run folder")
-    parser.add_argument("--lr-schedule", default=None, choices=("constant", "cosine"),
-                        help="learning-rate schedule of the modulation methods (default: the preset's); "
-                             "named in the result files and run folder")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a setting of the preset (repeatable), type-checked against BenchConfig, "
+                             "e.g. --set meta.iterations=5000 --set meta.lr_schedule=constant --set energy_scale=auto")
     parser.add_argument("--jobs", type=int, default=1,
                         help="(method, seed) runs in parallel worker processes, each with threads / jobs torch threads")
-    parser.add_argument("--tag", default="", help="suffix of the result file names (e.g. an ablation's name)")
+    parser.add_argument("--tag", default="", help="suffix of the result file names (default with --set: a hash of the overrides)")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args(argv)
-    if args.energy_scale not in (None, "auto"):
-        try:
-            if not float(args.energy_scale) > 0:
-                raise ValueError
-        except ValueError:
-            parser.error(f"--energy-scale must be 'auto' or a positive number, got {args.energy_scale!r}")
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.jobs < 1:
         parser.error(f"--jobs must be >= 1, got {args.jobs}")
-    if args.iterations is not None and args.iterations < 1:
-        parser.error(f"--iterations must be >= 1, got {args.iterations}")
     unknown = set(args.methods) - set(MODULATION + GRADIENT)
     if unknown:
         parser.error(f"unknown method(s) {sorted(unknown)}; choose from {MODULATION + GRADIENT}")
-    get_system(args.system)  # a clear error for an unknown system before any work
-    cfg = config_for(args.system, args.preset, args.seeds)
-    if args.energy_scale is not None:
-        cfg = dataclasses.replace(cfg, energy_scale=args.energy_scale if args.energy_scale == "auto"
-                                  else float(args.energy_scale))
-    # A training override is a different experiment: it gets its own run folder (the checkpoints'
-    # config check would refuse the preset's) and its own result files.
-    variant = []
-    if args.iterations is not None:
-        cfg = dataclasses.replace(cfg, meta=dataclasses.replace(cfg.meta, iterations=args.iterations))
-        variant.append(f"it{args.iterations}")
-    if args.lr_schedule is not None:
-        cfg = dataclasses.replace(cfg, meta=dataclasses.replace(cfg.meta, lr_schedule=args.lr_schedule))
-        variant.append(args.lr_schedule)
+    try:
+        get_system(args.system)  # a clear error for an unknown system before any work
+        cfg = apply_overrides(config_for(args.system, args.preset, args.seeds), args.overrides)
+    except (KeyError, ValueError) as exc:
+        parser.error(str(exc).strip("'\""))
     out = Path(args.out)
-    run_dir = out / "runs" / "-".join([f"meta-{args.system}-{args.preset}", *variant])
-    stem = "_".join([f"meta_{args.system}_{args.preset}", *variant] + ([args.tag] if args.tag else []))
+    # Every training setting is in the run folder's name, so a changed setting never resumes (or
+    # is refused by) a checkpoint of another experiment.
+    run_dir = out / "runs" / f"meta-{args.system}-{args.preset}-{training_hash(cfg)}"
+    tag = args.tag or (f"set-{config_hash(args.overrides, 6)}" if args.overrides else "")
+    stem = "_".join([f"meta_{args.system}_{args.preset}"] + ([tag] if tag else []))
     make_family_dataset(args.system, seed=0, **cfg.dataset)  # generated and cached once, before any worker
     jobs = [(m, s) for m in args.methods for s in cfg.seeds]
     figs = {(args.methods[0], cfg.seeds[0]): (out / f"{stem}_{args.methods[0]}.png",
@@ -476,6 +492,9 @@ def main(argv=None) -> dict:
     print(table)
     atomic_write_text(table, out / f"{stem}.md")
     atomic_write_text(json.dumps(results, indent=2), out / f"{stem}.json")
+    atomic_write_text(json.dumps({"system": args.system, "preset": args.preset, "overrides": args.overrides,
+                                  "methods": args.methods, "config": config_dict(cfg)}, indent=1),
+                      out / f"{stem}.config.json")
     return results
 
 
@@ -483,13 +502,17 @@ def _table(args, cfg, results, wall) -> str:
     lines = [
         f"# Meta-learning benchmark: {args.system}, preset `{args.preset}`",
         "",
-        f"- command: `python -m experiments.meta_benchmark {' '.join(sys.argv[1:]) if args is not None else ''}`",
+        f"- command: `python -m experiments.meta_benchmark {' '.join(args.argv)}`",
         f"- machine: {platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads"
         f"{f' split over {args.jobs} worker processes' if args.jobs > 1 else ''}; torch {torch.__version__}; "
         f"date {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; total wall time {wall:.0f} s "
         f"(the wall time column sums a method's runs over seeds)",
         f"- seeds {list(cfg.seeds)}; rank r = {cfg.rank} for MR/SVD; energy scale {cfg.energy_scale}; {cfg.shots} shots; meta iterations {cfg.meta.iterations} "
-        f"({cfg.meta.lr_schedule} lr, {cfg.dtype}; modulation), {cfg.grad.iterations} (MAML/ANIL/Reptile); latent adaptation {cfg.adapt_steps} Adam steps from the mean latent",
+        f"({cfg.meta.lr_schedule} lr, {cfg.dtype}; modulation)"
+        + (f" + {cfg.meta.refine_evals} full-batch L-BFGS evaluations ({cfg.meta.refine_points} points per system)" if cfg.meta.refine_evals else "")
+        + f", {cfg.grad.iterations} (MAML/ANIL/Reptile); latent adaptation "
+        + (f"{cfg.gn_steps} Gauss-Newton steps" if cfg.adapt_method == "gauss_newton" else f"{cfg.adapt_steps} Adam steps")
+        + " from the mean latent",
         f"- SSIM: {SSIM_IMPLEMENTATION}",
         "- eps_field: the protocol's 50 x 50 grid over [-R, R]^2; eps_field (data region): the same error on the grid "
         "points within two grid spacings (in (q, p)) of the test instance's own trajectories (`data_region`); "

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 
 from ._checks import check_finite
 from .integrators import discrete_gradient, integrate
+from .optim import lbfgs_closure, make_lbfgs
 from .nn import standardize_inputs
 
 __all__ = ["FitConfig", "FitResult", "fit", "trajectory_loss", "derivative_loss", "entropy_orientation",
@@ -410,19 +411,9 @@ def _lbfgs(model: nn.Module, loss_of, max_eval: int, config: FitConfig) -> float
     """``max_eval`` L-BFGS evaluations on ``model``; returns its loss afterwards (inf if the
     loss became non-finite)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.LBFGS(params, lr=1.0, max_iter=max_eval, max_eval=max_eval, history_size=config.history,
-                            tolerance_grad=0.0, tolerance_change=0.0, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = loss_of(model)
-        if not torch.isfinite(loss):
-            raise FloatingPointError("non-finite loss")
-        loss.backward()
-        return loss
-
+    opt = make_lbfgs(params, max_eval, config.history)
     try:
-        opt.step(closure)
+        opt.step(lbfgs_closure(opt, params, lambda: loss_of(model)))
         value = float(loss_of(model).detach())  # needs grad mode: the loss differentiates E, S
     except FloatingPointError:
         return math.inf
@@ -433,23 +424,19 @@ def _run(model, loss_of, config: FitConfig, losses: list[float], progress, callb
     from tqdm import tqdm
 
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.LBFGS(params, lr=1.0, max_iter=config.chunk, max_eval=config.chunk,
-                            history_size=config.history, tolerance_grad=0.0, tolerance_change=0.0,
-                            line_search_fn="strong_wolfe")
+    opt = make_lbfgs(params, config.chunk, config.history)
     best_state, best = copy.deepcopy(model.state_dict()), math.inf
-
-    def closure():
-        opt.zero_grad()
-        loss = loss_of(model)
-        loss.backward()
-        losses.append(float(loss.detach()))
-        return loss
+    closure = lbfgs_closure(opt, params, lambda: loss_of(model), losses.append)
 
     stopped = "max_iter"
     with tqdm(total=config.max_iter, desc="fit", unit="eval", disable=None if progress is None else not progress) as bar:
         while len(losses) < config.max_iter:
             before = len(losses)
-            opt.step(closure)
+            try:
+                opt.step(closure)
+            except FloatingPointError:  # the parameters are where the loss blew up: restore
+                model.load_state_dict(best_state)
+                return "non-finite loss (kept the best parameters seen)"
             if len(losses) == before:  # L-BFGS made no evaluation: converged to round-off
                 stopped = "converged"
                 break

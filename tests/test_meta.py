@@ -166,3 +166,61 @@ def test_adapt_bad_input():
     model = _model(get_system("pendulum"))
     with pytest.raises(ValueError, match="support sets"):
         adapt_latent(model, torch.zeros(5, 2), torch.zeros(5, 2), torch.zeros(4))
+
+
+REFINE = dataclasses.replace(CFG, refine_evals=30, refine_points=16, refine_chunk=10)
+
+
+def test_refinement_lowers_the_training_loss():
+    # Catches: a refinement phase that never reaches the base or the latent table (the loss
+    # would stay where the Adam phase left it), or that returns a stale latent table.
+    _, x, dx = _train_data("mass_spring")
+    system = get_system("mass_spring")
+    adam_only = _model(system)
+    z0, _ = meta_train(adam_only, x, dx, CFG, progress=False)
+    refined = _model(system)
+    z1, log = meta_train(refined, x, dx, REFINE, progress=False)
+    phases = [r["phase"] for r in log]
+    assert phases.count("lbfgs") >= 2 and phases[-1] == "lbfgs"  # chunks of about 10 evaluations
+    assert log[-1]["iteration"] >= CFG.iterations + 30
+    full_loss = lambda m, z: float(support_loss(m, x, dx, z).mean().detach())  # noqa: E731  (all points, not the subsample)
+    assert full_loss(refined, z1) < 0.5 * full_loss(adam_only, z0)
+    assert not torch.equal(z0, z1)
+
+
+def test_resume_inside_refinement_matches_uninterrupted(tmp_path):
+    # Catches: L-BFGS curvature history, the evaluation count or the refined latent table
+    # missing from the checkpoint (a resumed refinement would then take other steps).
+    _, x, dx = _train_data("mass_spring")
+    system = get_system("mass_spring")
+    full = _model(system)
+    z_full, log_full = meta_train(full, x, dx, REFINE, run_dir=tmp_path / "full", progress=False)
+
+    class Killed(Exception):
+        pass
+
+    chunks = []
+
+    def kill_after_second_chunk(step, row):
+        if row["phase"] == "lbfgs":
+            chunks.append(step)
+            if len(chunks) == 2:
+                raise Killed
+
+    with pytest.raises(Killed):
+        meta_train(_model(system), x, dx, REFINE, run_dir=tmp_path / "resumed", progress=False,
+                   callback=kill_after_second_chunk)
+    resumed = _model(system, seed=5)
+    z_res, log_res = meta_train(resumed, x, dx, REFINE, run_dir=tmp_path / "resumed", progress=False)
+    assert torch.allclose(z_res, z_full, rtol=0, atol=1e-12)
+    for (n, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items()):
+        assert torch.allclose(a, b, rtol=0, atol=1e-12), n
+    assert [r["phase"] for r in log_res] == [r["phase"] for r in log_full]
+    assert [r["loss"] for r in log_res] == pytest.approx([r["loss"] for r in log_full], rel=1e-10)
+
+
+def test_meta_config_rejects_bad_values():
+    _, x, dx = _train_data("mass_spring")
+    for bad in (dict(refine_evals=-1), dict(refine_points=0), dict(lr_base=0.0), dict(lam_z=-1.0)):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            meta_train(_model(get_system("mass_spring")), x, dx, dataclasses.replace(CFG, **bad), progress=False)

@@ -17,7 +17,9 @@ def test_smoke_preset_writes_table_json_and_figure(tmp_path):
     assert json.loads((tmp_path / "meta_pendulum_smoke.json").read_text())["svd"]["eps_field"]
     assert (tmp_path / "meta_pendulum_smoke_svd.png").exists()
     assert (tmp_path / "meta_pendulum_smoke_svd_energy.png").exists()
-    assert (tmp_path / "runs" / "meta-pendulum-smoke" / "svd-seed0" / "checkpoint.pt").exists()
+    assert len(list((tmp_path / "runs").glob("meta-pendulum-smoke-*/svd-seed0/checkpoint.pt"))) == 1
+    config = json.loads((tmp_path / "meta_pendulum_smoke.config.json").read_text())
+    assert config["config"]["meta"]["iterations"] == 3 and config["methods"] == ["svd", "maml"]
 
 
 def test_generic_systems_run_gradient_baselines_and_report_structure(tmp_path):
@@ -41,11 +43,11 @@ def test_unknown_method_is_a_clear_error(tmp_path):
 def test_energy_scale_option_names_the_run_folder(tmp_path):
     # Catches: a checkpoint trained with one energy scale being loaded into a model with another
     # (the scale is a constant, invisible to the checkpoint's config check).
-    meta_benchmark.main(["--preset", "smoke", "--methods", "svd", "--energy-scale", "auto", "--out", str(tmp_path)])
-    runs = [p.name for p in (tmp_path / "runs" / "meta-pendulum-smoke").iterdir()]
+    meta_benchmark.main(["--preset", "smoke", "--methods", "svd", "--set", "energy_scale=auto", "--out", str(tmp_path)])
+    runs = [p.name for p in (tmp_path / "runs").glob("meta-pendulum-smoke-*/*")]
     assert len(runs) == 1 and runs[0].startswith("svd-seed0-escale")
     with pytest.raises(SystemExit):
-        meta_benchmark.main(["--preset", "smoke", "--methods", "svd", "--energy-scale", "-1", "--out", str(tmp_path)])
+        meta_benchmark.main(["--preset", "smoke", "--methods", "svd", "--set", "energy_scale=-1", "--out", str(tmp_path)])
 
 
 def test_a_too_stiff_learned_field_is_reported_as_nan_not_a_stall(capsys):
@@ -88,7 +90,7 @@ def test_float32_training_is_evaluated_in_float64_and_names_its_run_folder(tmp_p
     monkeypatch.setitem(meta_benchmark.PRESETS, "smoke", dataclasses.replace(smoke, dtype="float32"))
     results = meta_benchmark.main(["--preset", "smoke", "--methods", "svd", "maml", "--out", str(tmp_path)])
     assert all(math.isfinite(results[m]["eps_field"][0]) for m in ("svd", "maml"))
-    runs = [p.name for p in (tmp_path / "runs" / "meta-pendulum-smoke").iterdir()]
+    runs = [p.name for p in (tmp_path / "runs").glob("meta-pendulum-smoke-*/*")]
     assert runs == ["svd-seed0-float32"]
 
 
@@ -125,15 +127,29 @@ def test_multidomain_base_is_trained_once_and_evaluated_on_every_family(tmp_path
     assert state["latents"].shape[0] == 3 * 4  # smoke preset: 4 training instances per family
 
 
-def test_training_overrides_get_their_own_run_folder_and_result_files(tmp_path):
-    # Catches: an --iterations / --lr-schedule variant overwriting the preset's table, or
-    # colliding with the preset's checkpoints (whose config check would refuse to load them).
+def test_training_overrides_get_their_own_run_folder_and_result_files(tmp_path, capsys):
+    # Catches: a --set variant overwriting the preset's table, or colliding with the preset's
+    # checkpoints (whose config check would refuse to load them); overrides that are not
+    # type-checked against the settings.
     meta_benchmark.main(["--preset", "smoke", "--methods", "svd", "--out", str(tmp_path)])
-    meta_benchmark.main(["--preset", "smoke", "--methods", "svd", "--iterations", "2", "--lr-schedule", "cosine",
-                         "--out", str(tmp_path)])
-    assert (tmp_path / "runs" / "meta-pendulum-smoke-it2-cosine" / "svd-seed0" / "checkpoint.pt").exists()
-    table = (tmp_path / "meta_pendulum_smoke_it2_cosine.md").read_text()
+    meta_benchmark.main(["--preset", "smoke", "--methods", "svd", "--set", "meta.iterations=2",
+                         "--set", "meta.lr_schedule=cosine", "--tag", "it2", "--out", str(tmp_path)])
+    assert len(list((tmp_path / "runs").glob("meta-pendulum-smoke-*/svd-seed0/checkpoint.pt"))) == 2
+    table = (tmp_path / "meta_pendulum_smoke_it2.md").read_text()
     assert "meta iterations 2 (cosine lr" in table
     assert "meta iterations 3 (constant lr" in (tmp_path / "meta_pendulum_smoke.md").read_text()
-    with pytest.raises(SystemExit):
-        meta_benchmark.main(["--preset", "smoke", "--iterations", "0", "--out", str(tmp_path)])
+    for bad, message in [("meta.iterations=-1", "iterations must be >= 0"), ("meta.iterations=2.5", "expected int"),
+                         ("meta.nope=1", "unknown setting 'nope'"), ("meta=3", "group of settings"),
+                         ("adapt_method=lbfgs", "adapt_method")]:
+        with pytest.raises(SystemExit) as exc:
+            meta_benchmark.main(["--preset", "smoke", "--set", bad, "--out", str(tmp_path)])
+        assert exc.value.code == 2
+        assert message in capsys.readouterr().err
+
+
+def test_gauss_newton_adaptation_runs_in_the_benchmark(tmp_path):
+    results = meta_benchmark.main(["--preset", "smoke", "--methods", "svd", "--set", "adapt_method=gauss_newton",
+                                   "--set", "gn_steps=2", "--out", str(tmp_path)])
+    assert math.isfinite(results["svd"]["eps_traj"][0])
+    (table,) = tmp_path.glob("meta_pendulum_smoke_set-*.md")  # named by a hash of the overrides
+    assert "2 Gauss-Newton steps" in table.read_text()

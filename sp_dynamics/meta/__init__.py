@@ -1,6 +1,6 @@
 """Meta-learning on parameter families: evolving-latent meta-training and latent auto-decoding."""
 
-from .adaptation import adapt_latent, support_loss
+from .adaptation import adapt_latent, adapt_latent_gauss_newton, support_loss
 from .baselines import GradientMetaConfig, adapt_all, train_maml, train_reptile, train_scratch
 from .maml import maml_meta_gradient
 from .training import MetaConfig, meta_train
@@ -9,6 +9,7 @@ __all__ = [
     "MetaConfig",
     "meta_train",
     "adapt_latent",
+    "adapt_latent_gauss_newton",
     "support_loss",
     "maml_meta_gradient",
     "GradientMetaConfig",
