@@ -70,10 +70,20 @@ class BenchConfig:
     dataset: dict = field(default_factory=dict)  # overrides of the protocol-v1 dataset
     energy_scale: float | str = 1.0  # "auto": mean |x| * mean |dx/dt| of the training data (Hamiltonian models)
     dtype: str = "float64"  # training and adaptation dtype; evaluation is always float64
+    # What the methods learn from (evaluation is always against the clean trajectories):
+    # noise_std on the states (and on exact derivatives), and targets "exact" (the analytic
+    # derivatives) or derivatives estimated from the states alone (sp_dynamics.estimate_derivatives:
+    # "midpoint" = the implicit-midpoint trajectory loss, "spline", "smoothing_spline").
+    noise_std: float = 0.0
+    targets: str = "exact"
 
     def validate(self) -> None:
         if not (self.energy_scale == "auto" or (isinstance(self.energy_scale, (int, float)) and self.energy_scale > 0)):
             raise ValueError(f"energy_scale must be 'auto' or a positive number, got {self.energy_scale!r}")
+        if self.noise_std < 0:
+            raise ValueError(f"noise_std must be >= 0, got {self.noise_std}")
+        if self.targets not in TARGETS:
+            raise ValueError(f"targets must be one of {TARGETS}, got {self.targets!r}")
         if self.adapt_method not in ADAPT_METHODS:
             raise ValueError(f"adapt_method must be one of {ADAPT_METHODS}, got {self.adapt_method!r}")
         if self.dtype not in ("float32", "float64"):
@@ -89,6 +99,7 @@ class BenchConfig:
 
 
 ADAPT_METHODS = ("adam", "gauss_newton")
+TARGETS = ("exact", "midpoint", "spline", "smoothing_spline")
 
 
 PRESETS = {
@@ -108,11 +119,21 @@ PRESETS = {
 
 RANK_BY_SYSTEM = {"dno": 3}  # the paper: SVD(3) on DNO, SVD(5) / MR(5) on the Hamiltonian systems
 
+# The paper preset on GENERIC families adds the full-batch L-BFGS refinement of meta_train and
+# adapts latents by Gauss-Newton: the Adam phase alone stalls there (DNO SVD(3): training loss
+# 7e-3 relative, eps_traj 0.36 at the quick preset), while on the pendulum the refinement did not
+# help (seed 0: data-region eps_field 0.0105 against 0.0063 without). PROTOCOL.md, "Meta-training
+# refinement".
+GENERIC_PAPER = ("meta.refine_evals=1000", "adapt_method=gauss_newton")
+
 
 def config_for(system: str, preset: str, seeds: list[int] | None = None) -> BenchConfig:
-    """The preset's settings for ``system`` (its MR/SVD rank) with optional seeds."""
+    """The preset's settings for ``system`` (its MR/SVD rank; the GENERIC paper-preset additions)
+    with optional seeds."""
     cfg = PRESETS[preset]
     cfg = dataclasses.replace(cfg, rank=RANK_BY_SYSTEM.get(system, cfg.rank))
+    if preset == "paper" and get_system(system).is_generic:
+        cfg = apply_overrides(cfg, GENERIC_PAPER)
     return dataclasses.replace(cfg, seeds=tuple(seeds)) if seeds else cfg
 
 
@@ -382,6 +403,15 @@ def energy_figure(fields, system, data, path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def training_data(clean, cfg: BenchConfig):
+    """The dataset the methods learn from: ``clean`` with the config's noise on the states (and
+    exact derivatives), and derivatives estimated from the states when ``cfg.targets`` says so."""
+    data = clean
+    if cfg.noise_std:
+        data = make_family_dataset(clean.system, seed=clean.seed, **{**cfg.dataset, "noise_std": cfg.noise_std})
+    return data if cfg.targets == "exact" else data.with_estimated_derivatives(cfg.targets)
+
+
 def run_one(system_name: str, method: str, seed: int, cfg: BenchConfig, run_dir: Path,
             figures: tuple[Path, Path, str] | None = None, threads: int | None = None) -> tuple[dict, float]:
     """Meta-train, adapt and evaluate one (method, seed); optionally write the two figures
@@ -392,7 +422,7 @@ def run_one(system_name: str, method: str, seed: int, cfg: BenchConfig, run_dir:
     t0 = time.time()
     system = get_system(system_name)
     data = make_family_dataset(system_name, seed=0, **cfg.dataset)
-    fields = adapted_fields(method, system, data, cfg, seed, run_dir)
+    fields = adapted_fields(method, system, training_data(data, cfg), cfg, seed, run_dir)
     metrics = evaluate(fields, system, data)
     if figures is not None and fields:
         portrait, energy, title = figures
@@ -436,7 +466,8 @@ def cell(values) -> str:
 def training_hash(cfg: BenchConfig) -> str:
     """Hash of every setting that changes a meta-trained checkpoint: runs that differ in any of them
     get different run folders, runs that differ only in adaptation or evaluation share one."""
-    return config_hash((cfg.meta, cfg.grad, cfg.rank, cfg.latent_dim, cfg.energy_scale, cfg.dtype, cfg.dataset))
+    return config_hash((cfg.meta, cfg.grad, cfg.rank, cfg.latent_dim, cfg.energy_scale, cfg.dtype, cfg.dataset,
+                        cfg.noise_std, cfg.targets))
 
 
 def main(argv=None) -> dict:
@@ -470,7 +501,7 @@ def main(argv=None) -> dict:
     run_dir = out / "runs" / f"meta-{args.system}-{args.preset}-{training_hash(cfg)}"
     tag = args.tag or (f"set-{config_hash(args.overrides, 6)}" if args.overrides else "")
     stem = "_".join([f"meta_{args.system}_{args.preset}"] + ([tag] if tag else []))
-    make_family_dataset(args.system, seed=0, **cfg.dataset)  # generated and cached once, before any worker
+    training_data(make_family_dataset(args.system, seed=0, **cfg.dataset), cfg)  # cached once, before any worker
     jobs = [(m, s) for m in args.methods for s in cfg.seeds]
     figs = {(args.methods[0], cfg.seeds[0]): (out / f"{stem}_{args.methods[0]}.png",
                                               out / f"{stem}_{args.methods[0]}_energy.png",
@@ -513,6 +544,9 @@ def _table(args, cfg, results, wall) -> str:
         + f", {cfg.grad.iterations} (MAML/ANIL/Reptile); latent adaptation "
         + (f"{cfg.gn_steps} Gauss-Newton steps" if cfg.adapt_method == "gauss_newton" else f"{cfg.adapt_steps} Adam steps")
         + " from the mean latent",
+        f"- training data: {'exact derivatives' if cfg.targets == 'exact' else f'derivatives estimated from the states ({cfg.targets})'}"
+        + (f", Gaussian noise std {cfg.noise_std:g} on the states" + (" and derivatives" if cfg.targets == "exact" else "")
+           if cfg.noise_std else ", no noise") + "; evaluation against the clean trajectories",
         f"- SSIM: {SSIM_IMPLEMENTATION}",
         "- eps_field: the protocol's 50 x 50 grid over [-R, R]^2; eps_field (data region): the same error on the grid "
         "points within two grid spacings (in (q, p)) of the test instance's own trajectories (`data_region`); "

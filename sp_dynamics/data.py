@@ -102,6 +102,69 @@ class FamilyDataset:
         idx = torch.randperm(len(x), generator=generator)[:k]
         return x[idx], dx[idx]
 
+    def with_estimated_derivatives(self, method: str = "smoothing_spline") -> "FamilyDataset":
+        """This dataset with ``dx`` replaced by derivatives estimated from the sampled states alone
+        (:func:`~sp_dynamics.estimate_derivatives`): what a user with measured trajectories has.
+        ``"midpoint"`` replaces the states by interval midpoints (T - 1 of them, at the midpoint
+        times); the spline methods keep T states (``"smoothing_spline"`` smooths them too)."""
+        from .derivatives import estimate_derivatives
+
+        x, dx = estimate_derivatives(self.t, self.x, method)
+        t = 0.5 * (self.t[1:] + self.t[:-1]) if method == "midpoint" else self.t.clone()
+        return FamilyDataset(self.system, self.seed, self.config, self.params, t, x, dx)
+
+    @classmethod
+    def from_trajectories(cls, t, x, *, params=None, dx=None, derivatives: str = "smoothing_spline",
+                          n_train: int | None = None, system: str = "custom", seed: int = 0) -> "FamilyDataset":
+        """A dataset from trajectories a user integrated or measured.
+
+        Args:
+            t: sampling times (T,), strictly increasing.
+            x: states (instances, trajectories, T, n); a 3-D array is one instance.
+            params: optional parameters per instance (instances, P); NaN (unknown) if omitted.
+            dx: time derivatives of the same shape as x, if known; otherwise they are estimated
+                with ``derivatives`` (see :func:`~sp_dynamics.estimate_derivatives`;
+                ``"midpoint"`` turns the states into interval midpoints).
+            n_train: instances 0..n_train-1 are training, the rest test (default: all but the
+                last one; all of them when there is only one).
+            system, seed: recorded names (``system`` need not be registered).
+
+        NumPy arrays and tensors are accepted; everything is stored in float64.
+        """
+        from .derivatives import estimate_derivatives
+
+        t = torch.as_tensor(t, dtype=torch.float64)
+        x = torch.as_tensor(x, dtype=torch.float64)
+        if x.ndim == 3:
+            x = x.unsqueeze(0)
+            dx = None if dx is None else torch.as_tensor(dx, dtype=torch.float64).unsqueeze(0)
+        if x.ndim != 4 or t.ndim != 1 or x.shape[2] != t.shape[0]:
+            raise ValueError(f"trajectories must be (instances, trajectories, T, n) with times (T,), "
+                             f"got {tuple(x.shape)} and {tuple(t.shape)}")
+        check_finite(x, "trajectories x")
+        check_finite(t, "times t")
+        if t.shape[0] < 2 or not bool((t[1:] > t[:-1]).all()):
+            raise ValueError("times t must be strictly increasing, with at least two samples")
+        I = x.shape[0]
+        if dx is None:
+            x, dx = estimate_derivatives(t, x, derivatives)
+            if derivatives == "midpoint":
+                t = 0.5 * (t[1:] + t[:-1])
+        else:
+            dx = torch.as_tensor(dx, dtype=torch.float64)
+            if dx.shape != x.shape:
+                raise ValueError(f"dx must have the shape of x {tuple(x.shape)}, got {tuple(dx.shape)}")
+            check_finite(dx, "derivatives dx")
+        if params is None:
+            params = torch.full((I, 0), float("nan"), dtype=torch.float64)
+        params = torch.as_tensor(params, dtype=torch.float64).reshape(I, -1)
+        n_train = (I - 1 if I > 1 else 1) if n_train is None else int(n_train)
+        if not 1 <= n_train <= I:
+            raise ValueError(f"n_train must be in [1, {I}] for {I} instances, got {n_train}")
+        config = DatasetConfig(n_instances=I, n_train=n_train, n_traj=x.shape[1], t_end=float(t[-1] - t[0]) or None,
+                               n_points=x.shape[2])
+        return cls(system, seed, config, params, t, x, dx)
+
     def _check_instance(self, i: int) -> None:
         if not 0 <= i < self.config.n_instances:
             raise ValueError(f"instance index must be in [0, {self.config.n_instances}), got {i}")

@@ -153,3 +153,16 @@ def test_gauss_newton_adaptation_runs_in_the_benchmark(tmp_path):
     assert math.isfinite(results["svd"]["eps_traj"][0])
     (table,) = tmp_path.glob("meta_pendulum_smoke_set-*.md")  # named by a hash of the overrides
     assert "2 Gauss-Newton steps" in table.read_text()
+
+
+def test_training_from_noisy_states_alone_evaluates_against_clean_data(tmp_path):
+    # Catches: estimated-derivative training reading the exact derivatives anyway (the run would
+    # equal the exact-target run), or sharing its run folder with it.
+    exact = meta_benchmark.main(["--preset", "smoke", "--methods", "svd", "--out", str(tmp_path)])
+    noisy = meta_benchmark.main(["--preset", "smoke", "--methods", "svd", "--set", "targets=smoothing_spline",
+                                 "--set", "noise_std=0.01", "--tag", "noisy", "--out", str(tmp_path)])
+    assert math.isfinite(noisy["svd"]["eps_traj"][0])
+    assert noisy["svd"]["eps_field"] != exact["svd"]["eps_field"]
+    assert len(list((tmp_path / "runs").glob("meta-pendulum-smoke-*"))) == 2
+    assert "estimated from the states (smoothing_spline), Gaussian noise std 0.01" in (
+        tmp_path / "meta_pendulum_smoke_noisy.md").read_text()

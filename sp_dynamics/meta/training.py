@@ -59,8 +59,9 @@ class MetaConfig:
     seed: int = 0
     checkpoint_every: int = 100
     log_every: int = 10
-    # Refinement after the Adam iterations: full-batch L-BFGS on the base and the whole latent
-    # table jointly, on a fixed subsample of refine_points states per system (0 = off).
+    # Refinement after the Adam iterations: full-batch L-BFGS on the data loss over the base and
+    # the whole latent table jointly, on a fixed subsample of refine_points states per system
+    # (0 = off).
     refine_evals: int = 0
     refine_points: int = 128
     refine_history: int = 50
@@ -164,11 +165,11 @@ def meta_train(
 
     Two phases: ``config.iterations`` evolving-latent Adam iterations (the paper's algorithm:
     inner latent steps, outer base steps, on random batches of tasks and points), then, if
-    ``config.refine_evals > 0``, a refinement of the same objective by full-batch L-BFGS over the
-    base and the whole latent table jointly, on a fixed subsample of ``refine_points`` states per
-    system. On the DNO family the refinement takes the training loss from 7e-3 to 2e-5 (relative)
-    in 500 evaluations, where more Adam iterations stall (``experiments/PROTOCOL.md``,
-    "Meta-training refinement").
+    ``config.refine_evals > 0``, a refinement of the data term by full-batch L-BFGS over the base
+    and the whole latent table jointly, on a fixed subsample of ``refine_points`` states per
+    system (the regularisers are left out there, see ``_refine``). On the DNO family the
+    refinement takes the training loss from 7e-3 to 2e-5 (relative) in 500 evaluations, where
+    more Adam iterations stall (``experiments/PROTOCOL.md``, "Meta-training refinement").
 
     Args:
         model: a latent model, ``model(t, x, z)`` with x (K, N, n) and z (K, k), and a
@@ -284,12 +285,12 @@ def meta_train(
             callback(it + 1, row)
     bar.close()
     if config.refine_evals > refined:
-        latents = _refine(model, x, dx, latents, config, refine_state, refined, regulariser, log, t0,
+        latents = _refine(model, x, dx, latents, config, refine_state, refined, log, t0,
                           save if ckpt_path is not None else None, progress, callback)
     return latents, log
 
 
-def _refine(model, x, dx, latents, config: MetaConfig, state, done: int, regulariser, log, t0, save, progress,
+def _refine(model, x, dx, latents, config: MetaConfig, state, done: int, log, t0, save, progress,
             callback) -> Tensor:
     """The L-BFGS refinement phase of :func:`meta_train` (resumable after ``done`` evaluations)."""
     S, P, n = x.shape
@@ -305,10 +306,13 @@ def _refine(model, x, dx, latents, config: MetaConfig, state, done: int, regular
     latest: dict = {}
 
     def objective() -> Tensor:
+        # The data term only. The locality and orthogonality regularisers shaped the latent space
+        # during the Adam phase; here they would dominate (on DNO SVD(3) after 3000 iterations
+        # they are 10x the data loss) and their norms sit at a kink (orthogonal bases: ||U^T U - I||
+        # at 0), which stalls the line search: no step in 600 evaluations (PROTOCOL.md).
         data = support_loss(model, xr, dxr, table, config.entropy_penalty).mean()
-        reg, orth = regulariser()
-        latest.update(data=float(data.detach()), orth=float(orth.detach()))
-        return data + config.lam_z * table.norm(dim=-1).mean() + reg
+        latest.update(data=float(data.detach()), orth=float(_orth(model).detach()))
+        return data
 
     counted = [0]
     closure = lbfgs_closure(opt, params, objective, lambda _: counted.__setitem__(0, counted[0] + 1))
@@ -330,6 +334,8 @@ def _refine(model, x, dx, latents, config: MetaConfig, state, done: int, regular
             phase = "lbfgs-stopped: non-finite loss"
         with torch.no_grad():
             latents.copy_(table)
+        if phase == "lbfgs":
+            objective()  # the loss at the accepted parameters (the last evaluation may be a rejected trial)
         step = max(counted[0], 1)
         if phase != "lbfgs" or counted[0] <= 1:  # failed, or a zero gradient: nothing left to do
             step = config.refine_evals - done    # (marked done, so a restart does not retry)
