@@ -145,7 +145,7 @@ class CanonicalJ(nn.Module):
     Example::
 
         J = CanonicalJ(1)
-        J.apply(torch.tensor([1.0, 2.0]))   # tensor([ 2., -1.])
+        J.matvec(torch.tensor([1.0, 2.0]))   # tensor([ 2., -1.])
     """
 
     def __init__(self, n_dof: int, n_extra: int = 0):
@@ -165,7 +165,7 @@ class CanonicalJ(nn.Module):
         J[d : 2 * d, :d] = -eye
         return J
 
-    def apply(self, v: Tensor) -> Tensor:
+    def matvec(self, v: Tensor) -> Tensor:
         """``J v`` for v of shape (..., n), without forming J."""
         d = self.n_dof
         vq, vp, rest = v[..., :d], v[..., d : 2 * d], v[..., 2 * d :]
@@ -210,7 +210,7 @@ class LearnedSkew(nn.Module):
         A = _fill_tril(self.coef(x), self.dim, offset=-1)
         return A - A.transpose(-1, -2)
 
-    def apply(self, x: Tensor | None, v: Tensor) -> Tensor:
+    def matvec(self, x: Tensor | None, v: Tensor) -> Tensor:
         """``L(x) v`` with v of shape (..., n)."""
         return _matvec(self.matrix(x).to(v.dtype), v)
 
@@ -266,7 +266,7 @@ class LearnedSPD(nn.Module):
             M = M + self.eps * torch.eye(self.dim, dtype=M.dtype, device=M.device)
         return M
 
-    def apply(self, x: Tensor | None, v: Tensor) -> Tensor:
+    def matvec(self, x: Tensor | None, v: Tensor) -> Tensor:
         """``M(x) v`` computed as ``C (C^T v) + eps v``."""
         C = self.factor(x).to(v.dtype)
         out = _matvec(C, _matvec(C.transpose(-1, -2), v))
@@ -281,7 +281,7 @@ def degeneracy_penalty(L: Tensor, M: Tensor, dE: Tensor, dS: Tensor) -> Tensor:
 class GenericBracket(nn.Module, abc.ABC):
     """One interface for every GENERIC construction.
 
-    Subclasses implement :meth:`matrices`; :meth:`apply` defaults to a matrix product and is
+    Subclasses implement :meth:`matrices`; :meth:`terms` defaults to a matrix product and is
     overridden with a matrix-free version where one exists. ``exact`` says whether the
     degeneracy conditions hold by construction (up to round-off and the eps guard).
 
@@ -295,14 +295,14 @@ class GenericBracket(nn.Module, abc.ABC):
     def matrices(self, x: Tensor, dE: Tensor, dS: Tensor) -> tuple[Tensor, Tensor]:
         """Materialised ``(L, M)``."""
 
-    def apply(self, x: Tensor, dE: Tensor, dS: Tensor) -> tuple[Tensor, Tensor]:
+    def terms(self, x: Tensor, dE: Tensor, dS: Tensor) -> tuple[Tensor, Tensor]:
         """``(L dE, M dS)``."""
         L, M = self.matrices(x, dE, dS)
         return _matvec(L, dE), _matvec(M, dS)
 
     def field(self, x: Tensor, dE: Tensor, dS: Tensor) -> Tensor:
         """``L dE + M dS``."""
-        l_dE, m_dS = self.apply(x, dE, dS)
+        l_dE, m_dS = self.terms(x, dE, dS)
         return l_dE + m_dS
 
     forward = field
@@ -324,7 +324,7 @@ class ProjectionBracket(GenericBracket):
     ``L = P_S A P_S`` with ``A`` skew and ``P_S = I - dS dS^T / ||dS||^2``;
     ``M = P_E B^T D B P_E`` with ``B`` in R^{r x n}, ``D = C C^T`` (r x r).
     Then ``L dS = 0`` and ``M dE = 0`` exactly (up to the eps guard), ``L`` is skew and ``M``
-    PSD. :meth:`apply` is matrix-free, O(n^2 + n r + r^2) per state.
+    PSD. :meth:`terms` is matrix-free, O(n^2 + n r + r^2) per state.
 
     Args:
         dim: n. rank: r (default n). state_dependent: ``A`` and ``D`` as MLPs of x.
@@ -346,12 +346,12 @@ class ProjectionBracket(GenericBracket):
         with torch.no_grad():
             self.B.normal_(0.0, 1.0 / math.sqrt(self.dim))
 
-    def apply(self, x, dE, dS):
+    def terms(self, x, dE, dS):
         eps = self.eps
-        l_dE = project_out(dS, self.A.apply(x, project_out(dS, dE, eps)), eps)
+        l_dE = project_out(dS, self.A.matvec(x, project_out(dS, dE, eps)), eps)
         B = self.B.to(dE.dtype)
         b_dS = _matvec(B, project_out(dE, dS, eps))                    # (..., r)
-        m_dS = project_out(dE, _matvec(B.transpose(-1, -2), self.D.apply(x, b_dS)), eps)
+        m_dS = project_out(dE, _matvec(B.transpose(-1, -2), self.D.matvec(x, b_dS)), eps)
         return l_dE, m_dS
 
     def matrices(self, x, dE, dS):
@@ -396,11 +396,11 @@ class BasisBracket(GenericBracket):
         skew = (xi - xi.transpose(-1, -2)).to(g.dtype)
         return torch.einsum("...i,kij->...kj", g, skew)          # (..., k, n)
 
-    def apply(self, x, dE, dS):
+    def terms(self, x, dE, dS):
         B_S, B_E = self._rows(self.xi_L, dS), self._rows(self.xi_M, dE)
         sigma_L = self.sigma_L.matrix().to(dE.dtype)
         l_dE = _matvec(B_S.transpose(-1, -2), _matvec(sigma_L, _matvec(B_S, dE)))
-        m_dS = _matvec(B_E.transpose(-1, -2), self.sigma_M.apply(None, _matvec(B_E, dS)))
+        m_dS = _matvec(B_E.transpose(-1, -2), self.sigma_M.matvec(None, _matvec(B_E, dS)))
         return l_dE, m_dS
 
     def matrices(self, x, dE, dS):
@@ -470,9 +470,9 @@ class MixedBracket(GenericBracket):
             return self.friction(x)
         return None if self.g is None else self.g(x)
 
-    def apply(self, x, dE, dS):
+    def terms(self, x, dE, dS):
         eps = self.eps
-        l_dE = project_out(dS, self.A.apply(x, project_out(dS, dE, eps)), eps)
+        l_dE = project_out(dS, self.A.matvec(x, project_out(dS, dE, eps)), eps)
         W = self._rows(dE)
         C = self.C.to(dE.dtype)
         u = _matvec(C.transpose(-1, -2), _matvec(W, dS))            # (..., k)
@@ -511,8 +511,8 @@ class SoftBracket(GenericBracket):
         self.L = LearnedSkew(dim, state_dependent=state_dependent)
         self.M = LearnedSPD(dim, state_dependent=state_dependent)
 
-    def apply(self, x, dE, dS):
-        return self.L.apply(x, dE), self.M.apply(x, dS)
+    def terms(self, x, dE, dS):
+        return self.L.matvec(x, dE), self.M.matvec(x, dS)
 
     def matrices(self, x, dE, dS):
         batch = torch.broadcast_shapes(x.shape[:-1], dE.shape[:-1])
@@ -539,7 +539,7 @@ class KnownBracket(GenericBracket):
         self.L_fn, self.M_fn, self.dim = L_fn, M_fn, dim
         self.project, self.exact, self.eps = project, project, eps
 
-    def apply(self, x, dE, dS):
+    def terms(self, x, dE, dS):
         L, M = self.L_fn(x), self.M_fn(x)
         if not self.project:
             return _matvec(L, dE), _matvec(M, dS)

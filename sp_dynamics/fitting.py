@@ -223,8 +223,8 @@ def trajectory_loss(model, t: Tensor, x: Tensor, *, method: str = "implicit_midp
         return (r.pow(2).mean(0) * w).sum()
     starts = x[:, : T - horizon].reshape(-1, n)
     times = torch.arange(horizon + 1, dtype=x.dtype, device=x.device) * h
-    pred = integrate(model, starts, times, method=method, step_size=h / substeps)[1:]        # (H, W, n)
-    target = torch.stack([x[:, k : T - horizon + k].reshape(-1, n) for k in range(1, horizon + 1)])
+    pred = integrate(model, starts, times, method=method, step_size=h / substeps)[:, 1:]     # (W, H, n)
+    target = torch.stack([x[:, k : T - horizon + k].reshape(-1, n) for k in range(1, horizon + 1)], 1)
     return ((pred - target).pow(2).mean((0, 1)) * w).sum()
 
 

@@ -244,7 +244,8 @@ def integrate(
         options: extra options for torchdiffeq.
 
     Returns:
-        States of shape (T, ..., n), ``out[0] == x0``.
+        States of shape (..., T, n) (the library's one convention: trajectories, then times,
+        then the state), ``out[..., 0, :] == x0``.
 
     Example::
 
@@ -269,10 +270,12 @@ def integrate(
     t = t.to(device=x0.device)
 
     if method in _STEPS:
-        return _integrate_fixed(f, x0, t, method, step_size, tol, max_iter, check_separable)
-    if method in _ADAPTIVE:
-        return torchdiffeq.odeint(f, x0, t.to(x0.dtype), rtol=rtol, atol=atol, method=method, options=options)
-    raise ValueError(f"unknown integration method {method!r}; available: {sorted(_STEPS) + sorted(_ADAPTIVE)}")
+        out = _integrate_fixed(f, x0, t, method, step_size, tol, max_iter, check_separable)
+    elif method in _ADAPTIVE:
+        out = torchdiffeq.odeint(f, x0, t.to(x0.dtype), rtol=rtol, atol=atol, method=method, options=options)
+    else:
+            raise ValueError(f"unknown integration method {method!r}; available: {sorted(_STEPS) + sorted(_ADAPTIVE)}")
+    return torch.movedim(out, 0, -2)  # torchdiffeq's (T, ..., n) -> (..., T, n)
 
 
 def _integrate_fixed(f, x0, t, method, step_size, tol, max_iter, check_separable) -> Tensor:

@@ -77,7 +77,7 @@ def rollout(model: VectorField, x0: Tensor, t: Tensor, method: str = "dopri5", *
     Default: dopri5 at rtol 1e-7, atol 1e-9 (protocol v1)."""
     if method == "dopri5":
         kwargs = {"rtol": 1e-7, "atol": 1e-9, **kwargs}
-    return integrate(model, x0, t, method=method, **kwargs).transpose(0, 1)
+    return integrate(model, x0, t, method=method, **kwargs)
 
 
 def eps_traj(pred: Tensor, true: Tensor) -> Tensor:
@@ -92,15 +92,15 @@ def energy_drift(energy: Callable[[Tensor], Tensor], xs: Tensor, relative: bool 
     ``relative=False`` drops the division: use it where H(x(0)) can be near zero (the DNO's
     energy p^2/2 - k cos q + S is), which makes the relative value meaningless."""
     H = energy(xs)
-    drift = (H - H[:, :1]).abs().max(-1).values
-    return drift / H[:, 0].abs() if relative else drift
+    drift = (H - H[..., :1]).abs().max(-1).values
+    return drift / H[..., 0].abs() if relative else drift
 
 
 @torch.no_grad()
 def entropy_increments(entropy: Callable[[Tensor], Tensor], xs: Tensor) -> Tensor:
     """``S(x(t_{i+1})) - S(x(t_i))`` along (J, T, n) trajectories, (J, T - 1)."""
     S = entropy(xs)
-    return S[:, 1:] - S[:, :-1]
+    return S[..., 1:] - S[..., :-1]
 
 
 def _gaussian_window(size: int, sigma: float, dtype, device) -> Tensor:

@@ -90,7 +90,7 @@ class HamiltonianNN(nn.Module):
         return self.energy_net(x)
 
     def field_from_gradients(self, x: Tensor, dE: Tensor, dS: Tensor | None = None) -> Tensor:
-        return self.J.apply(dE)
+        return self.J.matvec(dE)
 
     def forward(self, t, x: Tensor) -> Tensor:
         _check_shape(x, self.dim, type(self).__name__)
@@ -129,7 +129,7 @@ class PortHamiltonianNN(HamiltonianNN):
         return self.R.matrix(self._R_input(x)).to(x.dtype)
 
     def field_from_gradients(self, x: Tensor, dE: Tensor, dS: Tensor | None = None) -> Tensor:
-        return self.J.apply(dE) - self.R.apply(self._R_input(x), dE)
+        return self.J.matvec(dE) - self.R.matvec(self._R_input(x), dE)
 
 
 class GENERICNet(nn.Module):
@@ -268,11 +268,11 @@ class LatentHamiltonianNN(nn.Module):
         return self.energy_scale * _latent_energy(self.energy_net, x, z)
 
     def field_from_gradients(self, x: Tensor, dE: Tensor, dS: Tensor | None = None) -> Tensor:
-        return self.J.apply(dE)
+        return self.J.matvec(dE)
 
     def forward(self, t, x: Tensor, z: Tensor) -> Tensor:
         _check_shape(x, self.dim, type(self).__name__)
-        return self.J.apply(gradient(lambda y: self.energy(y, z), x))
+        return self.J.matvec(gradient(lambda y: self.energy(y, z), x))
 
     def condition(self, z: Tensor) -> nn.Module:
         """This model with the latent z (k,) bound: a ``(t, x)`` model for :func:`integrate`."""

@@ -158,20 +158,20 @@ class ModulatedMLP(nn.Module):
     def forward(self, x: Tensor, z: Tensor | None = None) -> Tensor:
         """Batched over tasks: x (K, N, in) with z (K, k); or one task: x (..., in) with z (k,)."""
         if self.kind == "none":
-            return self.apply(x, {})
+            return self.forward_modulated(x, {})
         if z is None:
             raise ValueError("a modulated network needs a latent z")
         if z.shape[-1] != self.latent_dim or z.ndim not in (1, 2):
             raise ValueError(f"latent must have shape ({self.latent_dim},) or (K, {self.latent_dim}), got {tuple(z.shape)}")
         if z.ndim == 1:
             lead = x.shape[:-1]
-            out = self.apply(x.reshape(1, -1, x.shape[-1]), self.modulations(z.unsqueeze(0)))
+            out = self.forward_modulated(x.reshape(1, -1, x.shape[-1]), self.modulations(z.unsqueeze(0)))
             return out.reshape(*lead, self.out_dim)
         if x.ndim != 3 or x.shape[0] != z.shape[0]:
             raise ValueError(f"with latents (K, k), x must be (K, N, {self.in_dim}); got x {tuple(x.shape)}, z {tuple(z.shape)}")
-        return self.apply(x, self.modulations(z))
+        return self.forward_modulated(x, self.modulations(z))
 
-    def apply(self, x: Tensor, mods: dict[str, Tensor]) -> Tensor:
+    def forward_modulated(self, x: Tensor, mods: dict[str, Tensor]) -> Tensor:
         """The network with explicit modulations (each with a leading task dim K), x (K, N, in)."""
         if x.shape[-1] != self.in_dim:
             raise ValueError(f"expected inputs (..., {self.in_dim}), got {tuple(x.shape)}")

@@ -191,7 +191,7 @@ class SystemDynamics(nn.Module):
         return self.system.E(self.mu.to(x), x)
 
     def field_from_gradients(self, x: Tensor, dE: Tensor, dS: Tensor | None = None) -> Tensor:
-        return self._J.apply(dE)
+        return self._J.matvec(dE)
 
 
 class GenericSystemDynamics(SystemDynamics):

@@ -139,7 +139,7 @@ def test_matrix_free_apply_matches_matrices(kind, statedep, n):
     br = _bracket(kind, n, statedep)
     x, dE, dS = _inputs(n, seed=3)
     L, M = br.matrices(x, dE, dS)
-    l_dE, m_dS = br.apply(x, dE, dS)
+    l_dE, m_dS = br.terms(x, dE, dS)
     assert torch.allclose(l_dE, (L @ dE.unsqueeze(-1)).squeeze(-1), atol=1e-12, rtol=1e-10)
     assert torch.allclose(m_dS, (M @ dS.unsqueeze(-1)).squeeze(-1), atol=1e-12, rtol=1e-10)
 
@@ -193,8 +193,8 @@ def test_canonical_J():
     assert M.shape == (5, 5)
     assert torch.equal(M, -M.T)
     v = torch.arange(1.0, 6.0, dtype=torch.float64)
-    assert torch.equal(J.apply(v), torch.tensor([3.0, 4.0, -1.0, -2.0, 0.0], dtype=torch.float64))
-    assert torch.equal(J.apply(v), M @ v)
+    assert torch.equal(J.matvec(v), torch.tensor([3.0, 4.0, -1.0, -2.0, 0.0], dtype=torch.float64))
+    assert torch.equal(J.matvec(v), M @ v)
     assert torch.equal(M[:4, :4] @ M[:4, :4], -torch.eye(4, dtype=torch.float64))  # J^2 = -I
     with pytest.raises(ValueError):
         CanonicalJ(0)

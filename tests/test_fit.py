@@ -102,8 +102,8 @@ def test_a_trajectory_trained_dno_model_keeps_exact_structure():
     with torch.no_grad():
         xs = integrate(model, x[:4], torch.linspace(0, 1, 11, dtype=F64), method="discrete_gradient", step_size=0.02)
         E, S = model.energy(xs), model.entropy(xs)
-    assert float((E - E[0]).abs().max()) <= 1e-10
-    assert float((S[1:] - S[:-1]).min()) >= -1e-12
+    assert float((E - E[:, :1]).abs().max()) <= 1e-10
+    assert float((S[:, 1:] - S[:, :-1]).min()) >= -1e-12
 
 
 def test_entropy_orientation_and_flip():

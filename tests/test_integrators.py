@@ -32,9 +32,9 @@ X0_PEND = torch.tensor([[1.5, 0.0], [0.5, 1.0], [2.0, 0.5]], dtype=F64)
 def _relative_energy_error(dyn, method, h, n_steps, x0=X0_PEND):
     t = torch.arange(n_steps + 1, dtype=F64) * h
     with torch.no_grad():
-        xs = integrate(dyn, x0, t, method=method)
-        E = dyn.energy(xs)
-    return ((E - E[0]).abs() / E[0].abs()).max(-1).values  # (T,) worst trajectory
+        xs = integrate(dyn, x0, t, method=method)                 # (J, T, n)
+        E = dyn.energy(xs)                                          # (J, T)
+    return ((E - E[:, :1]).abs() / E[:, :1].abs()).max(0).values  # (T,) worst trajectory
 
 
 def _secular_ratio(err):
@@ -104,7 +104,7 @@ def test_measured_convergence_order(method, system):
     errs = []
     for h in hs:
         with torch.no_grad():
-            x = integrate(dyn, x0, torch.tensor([0.0, 1.0], dtype=F64), method=method, step_size=h)[-1]
+            x = integrate(dyn, x0, torch.tensor([0.0, 1.0], dtype=F64), method=method, step_size=h)[..., -1, :]
         errs.append(float((x - ref).abs().max()))
     slope = np.polyfit(np.log(hs), np.log(errs), 1)[0]
     assert abs(slope - EXPECTED_ORDER[method]) < 0.25, (errs, slope)
@@ -121,11 +121,12 @@ def test_discrete_gradient_true_metriplectic_systems(system):
     dyn = s.dynamics(mu)
     t = torch.linspace(0.0, 5.0, 101, dtype=F64)
     with torch.no_grad():
-        xs = integrate(dyn, x0, t, method="discrete_gradient")
-        E, S = dyn.energy(xs), dyn.entropy(xs)
-    assert ((E - E[0]).abs() / E[0].abs()).max() <= 1e-12
-    assert (S[1:] - S[:-1]).min() >= -1e-13
-    assert (S[-1] - S[0]).min() > 1e-3  # entropy really is produced
+        xs = integrate(dyn, x0, t, method="discrete_gradient")    # (3, 4, T, n)
+        along = s.dynamics(mu[:, :, None, :])                      # parameters broadcast over time too
+        E, S = along.energy(xs), along.entropy(xs)
+    assert ((E - E[..., :1]).abs() / E[..., :1].abs()).max() <= 1e-12
+    assert (S[..., 1:] - S[..., :-1]).min() >= -1e-13
+    assert (S[..., -1] - S[..., 0]).min() > 1e-3  # entropy really is produced
 
 
 @pytest.mark.parametrize("bracket", ["projection", "basis"])
@@ -138,8 +139,8 @@ def test_discrete_gradient_learned_generic(bracket):
     with torch.no_grad():
         xs = integrate(model, x0, t, method="discrete_gradient")
         E, S = model.energy(xs), model.entropy(xs)
-    assert ((E - E[0]).abs() / (1 + E[0].abs())).max() <= 1e-12
-    assert (S[1:] - S[:-1]).min() >= -1e-13
+    assert ((E - E[:, :1]).abs() / (1 + E[:, :1].abs())).max() <= 1e-12
+    assert (S[:, 1:] - S[:, :-1]).min() >= -1e-13
 
 
 def test_discrete_gradient_hamiltonian_and_port_hamiltonian():
@@ -152,8 +153,8 @@ def test_discrete_gradient_hamiltonian_and_port_hamiltonian():
     with torch.no_grad():
         E = hnn.energy(integrate(hnn, x0, t, method="discrete_gradient"))
         H = phnn.energy(integrate(phnn, x0, t, method="discrete_gradient"))
-    assert ((E - E[0]).abs() / (1 + E[0].abs())).max() <= 1e-12
-    assert (H[1:] - H[:-1]).max() <= 1e-13 and (H[-1] < H[0]).all()
+    assert ((E - E[:, :1]).abs() / (1 + E[:, :1].abs())).max() <= 1e-12
+    assert (H[:, 1:] - H[:, :-1]).max() <= 1e-13 and (H[:, -1] < H[:, 0]).all()
 
 
 class _Rollout(torch.nn.Module):
@@ -185,7 +186,7 @@ def test_implicit_step_of_a_state_independent_field():
     c = torch.tensor([1.0, -2.0], dtype=F64, requires_grad=True)
     xs = integrate(lambda t, x: c.expand_as(x), torch.zeros(2, dtype=F64), torch.tensor([0.0, 0.5], dtype=F64),
                    method="implicit_midpoint")
-    xs[-1].sum().backward()
+    xs[..., -1, :].sum().backward()
     assert torch.allclose(c.grad, torch.full((2,), 0.5, dtype=F64))
 
 
@@ -206,7 +207,7 @@ def test_dopri5_matches_scipy():
         lambda _t, y: dyn(None, torch.from_numpy(y)).numpy(), (0, 5), x0.numpy(), method="DOP853",
         t_eval=t.numpy(), rtol=1e-12, atol=1e-12,
     )
-    assert np.abs(ours.numpy() - ref.y.T).max() < 1e-8
+    assert np.abs(ours.numpy() - ref.y.T).max() < 1e-8  # (T, n) for one initial state
 
 
 def test_substeps_equal_finer_grid():
@@ -214,7 +215,7 @@ def test_substeps_equal_finer_grid():
     dyn = _pendulum()
     coarse = integrate(dyn, X0_PEND, torch.linspace(0, 1, 3, dtype=F64), method="rk4", step_size=0.125)
     fine = integrate(dyn, X0_PEND, torch.linspace(0, 1, 9, dtype=F64), method="rk4")
-    assert torch.allclose(coarse, fine[::4], atol=1e-14)
+    assert torch.allclose(coarse, fine[:, ::4], atol=1e-14)
 
 
 def test_shapes_leading_dims_and_float32():
@@ -222,8 +223,8 @@ def test_shapes_leading_dims_and_float32():
     x0 = torch.randn(3, 5, 2)
     for method in ["rk4", "implicit_midpoint", "discrete_gradient", "dopri5"]:
         xs = integrate(model, x0, torch.linspace(0, 0.5, 6), method=method)
-        assert xs.shape == (6, 3, 5, 2) and xs.dtype == torch.float32
-        assert torch.equal(xs[0], x0)
+        assert xs.shape == (3, 5, 6, 2) and xs.dtype == torch.float32   # (..., T, n)
+        assert torch.equal(xs[..., 0, :], x0)
 
 
 def test_bad_input():

@@ -15,7 +15,7 @@ def test_hnn_field_is_J_grad_H():
     model = HamiltonianNN(4).double()
     x = torch.randn(10, 4, dtype=F64)
     dH = gradient(model.energy, x)
-    assert torch.allclose(model(0.0, x), CanonicalJ(2).apply(dH), atol=1e-14)
+    assert torch.allclose(model(0.0, x), CanonicalJ(2).matvec(dH), atol=1e-14)
     assert torch.allclose(model(0.0, x)[:, :2], dH[:, 2:])  # dq/dt = dH/dp
 
 
