@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from sp_dynamics.hml import HamiltonianMemoryLayer
+from sp_dynamics.sequence import HamiltonianMemoryLayer
 from sp_dynamics.io import atomic_write_text
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from sp_dynamics.brackets import CanonicalJ, LearnedSkew
+from sp_dynamics.serialization import serializable
 
 from .graphs import GridGraph
 from .poisson import screened_poisson_solve
@@ -35,6 +36,7 @@ from .poisson import screened_poisson_solve
 __all__ = ["FieldCoupling", "stress_energy", "MetriplecticLayer"]
 
 
+@serializable
 class FieldCoupling(nn.Module):
     """Skew C x C coupling K across fields: learned, or canonical J plus a learned cross term."""
 
@@ -75,6 +77,7 @@ def stress_energy(phi: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return diag, cross, vort
 
 
+@serializable
 class MetriplecticLayer(nn.Module):
     """One metriplectic layer: fresh fields, ``substeps`` split steps, stress-energy readout.
 

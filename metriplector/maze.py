@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from sp_dynamics.nn import MLP
+from sp_dynamics.serialization import serializable
 
 from .graphs import GridGraph
 from .poisson import screened_poisson_solve
@@ -109,6 +110,7 @@ def _mlp(i: int, h: int, o: int) -> MLP:
     return MLP(i, o, hidden=h, depth=1, act="silu")
 
 
+@serializable
 class MazeSolver(nn.Module):
     """Per-cell path logits from one screened-Poisson solve on the 4-connected grid.
 

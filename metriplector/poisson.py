@@ -133,8 +133,12 @@ class _Solve(torch.autograd.Function):
 
 def _check(graph: Graph, b: Tensor, alpha: Tensor, weights: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
     nd = len(graph.node_shape)
-    if not isinstance(b, Tensor) or tuple(b.shape[-nd:]) != graph.node_shape or b.ndim < nd:
-        raise ValueError(f"b must have shape (..., {', '.join(map(str, graph.node_shape))}), got {tuple(getattr(b, 'shape', ()))}")
+    nodes = ", ".join(map(str, graph.node_shape))
+    if not isinstance(b, Tensor) or tuple(b.shape[-nd:]) != graph.node_shape or b.ndim != nd + 2:
+        raise ValueError(f"b must have shape (B, C, {nodes}) -- samples, fields, then the graph's nodes -- "
+                         f"got {tuple(getattr(b, 'shape', ()))}" + (" (add the missing leading dimensions with "
+                                                                    "b[None] or b[None, None])"
+                                                                    if isinstance(b, Tensor) and b.ndim < nd + 2 else ""))
     if not b.is_floating_point():
         raise ValueError(f"b must be a floating-point tensor, got {b.dtype}")
     alpha = torch.as_tensor(alpha, dtype=b.dtype, device=b.device)

@@ -25,6 +25,7 @@ from .models import GENERICNet, HamiltonianNN, LatentGENERICNet, LatentHamiltoni
 from .modulation import MODULATIONS, ModulatedMLP, orthogonality_penalty
 from .nn import MLP, gradient
 from .registry import get_system, list_systems, register_system, unregister_system
+from .serialization import load, save
 from .system import System, ring_states
 
 __version__ = "0.1.0"
@@ -68,4 +69,6 @@ __all__ = [
     "DatasetConfig",
     "FamilyDataset",
     "make_family_dataset",
+    "save",
+    "load",
 ]

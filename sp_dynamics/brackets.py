@@ -33,6 +33,7 @@ import math
 
 import torch
 from torch import Tensor, nn
+from .serialization import serializable
 
 __all__ = [
     "CanonicalJ",
@@ -135,6 +136,7 @@ class _Coefficients(nn.Module):
         return self.value
 
 
+@serializable
 class CanonicalJ(nn.Module):
     """Canonical symplectic matrix on ``x = (q, p[, extra])`` with ``q, p`` in R^d.
 
@@ -175,6 +177,7 @@ class CanonicalJ(nn.Module):
         return f"n_dof={self.n_dof}, n_extra={self.n_extra}"
 
 
+@serializable
 class LearnedSkew(nn.Module):
     """Learned skew-symmetric matrix ``L = A - A^T``, A strictly lower triangular.
 
@@ -215,6 +218,7 @@ class LearnedSkew(nn.Module):
         return _matvec(self.matrix(x).to(v.dtype), v)
 
 
+@serializable
 class LearnedSPD(nn.Module):
     """Learned symmetric positive (semi)definite matrix ``M = C C^T + eps I``.
 
@@ -318,6 +322,7 @@ class GenericBracket(nn.Module, abc.ABC):
         return (r_l.pow(2).sum(-1) + r_m.pow(2).sum(-1)).mean()
 
 
+@serializable
 class ProjectionBracket(GenericBracket):
     """Exact GENERIC bracket by projection (Gruber et al., ICLR 2025).
 
@@ -362,6 +367,7 @@ class ProjectionBracket(GenericBracket):
         return 0.5 * (L - L.transpose(-1, -2)), 0.5 * (M + M.transpose(-1, -2))
 
 
+@serializable
 class BasisBracket(GenericBracket):
     """Exact GENERIC bracket from a skew basis (GFINN, Zhang, Shin and Karniadakis 2022).
 
@@ -410,6 +416,7 @@ class BasisBracket(GenericBracket):
         return 0.5 * (L - L.transpose(-1, -2)), 0.5 * (M + M.transpose(-1, -2))
 
 
+@serializable
 class MixedBracket(GenericBracket):
     """Exact GENERIC bracket for learning: ``L`` by projection, ``M`` from a basis built on grad E.
 
@@ -496,6 +503,7 @@ class MixedBracket(GenericBracket):
         return 0.5 * (L - L.transpose(-1, -2)), 0.5 * (M + M.transpose(-1, -2))
 
 
+@serializable
 class SoftBracket(GenericBracket):
     """Learned skew L and PSD M with no built-in degeneracy: add :meth:`penalty` to the loss.
 

@@ -29,7 +29,8 @@ from .io import atomic_save, safe_load
 from .registry import get_system
 from .system import System
 
-__all__ = ["DatasetConfig", "FamilyDataset", "make_family_dataset", "default_cache_dir", "PROTOCOL_VERSION"]
+__all__ = ["DatasetConfig", "FamilyDataset", "make_family_dataset", "load_trajectories", "save_trajectories",
+           "default_cache_dir", "PROTOCOL_VERSION"]
 
 PROTOCOL_VERSION = "v1"
 _FORMAT = 1
@@ -184,7 +185,9 @@ class FamilyDataset:
 
 
 def _cache_path(cache_dir: Path, system: System, seed: int, config: DatasetConfig) -> Path:
-    settings = json.dumps(dataclasses.asdict(config), sort_keys=True)
+    # The key holds the system's definition (class attributes and source digest), not only its
+    # name: re-registering a changed system under the same name must not return the old data.
+    settings = json.dumps({"config": dataclasses.asdict(config), "system": system.definition()}, sort_keys=True)
     digest = hashlib.sha256(settings.encode()).hexdigest()[:10]
     return cache_dir / f"{system.name}-{PROTOCOL_VERSION}-seed{seed}-{digest}.pt"
 
@@ -263,3 +266,99 @@ def make_family_dataset(
     if use_cache:
         atomic_save(data.to_dict(), path)
     return data
+
+
+def save_trajectories(path: str | os.PathLike, t, x, dx=None, params=None) -> Path:
+    """Write trajectories in the ``.npz`` layout :func:`load_trajectories` reads (atomically):
+    ``t`` (T,), ``x`` (instances, trajectories, T, n), optional ``dx`` and ``params``."""
+    import numpy as np
+
+    from .io import atomic_savez
+
+    arrays = {"t": np.asarray(t, dtype=np.float64), "x": np.asarray(x, dtype=np.float64)}
+    if dx is not None:
+        arrays["dx"] = np.asarray(dx, dtype=np.float64)
+    if params is not None:
+        arrays["params"] = np.asarray(params, dtype=np.float64)
+    return atomic_savez(path, **arrays)
+
+
+def load_trajectories(path: str | os.PathLike, *, derivatives: str = "smoothing_spline",
+                      n_train: int | None = None, system: str = "custom") -> FamilyDataset:
+    """Read a user's trajectories from ``.npz`` or ``.csv`` into a :class:`FamilyDataset`.
+
+    * ``.npz``: arrays ``t`` (T,) and ``x`` (instances, trajectories, T, n) or (trajectories, T, n);
+      optional ``dx`` (same shape as ``x``) and ``params`` (instances, P).
+    * ``.csv``: a header line, then one row per sample with columns ``instance, trajectory, t,
+      x0 .. x{n-1}`` and optionally ``dx0 .. dx{n-1}``; every trajectory must be sampled at the
+      same times.
+
+    Without ``dx`` the derivatives are estimated from the states (``derivatives``, see
+    :func:`~sp_dynamics.estimate_derivatives`). Raises ``ValueError`` naming the file and the
+    problem (missing key or column, ragged sampling, NaN, wrong shapes).
+    """
+    import numpy as np
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such data file: {str(path)!r}")
+    where = f"data file {str(path)!r}"
+    if path.suffix == ".npz":
+        try:
+            blob = np.load(path, allow_pickle=False)
+        except Exception as exc:  # zipfile and format errors alike
+            raise ValueError(f"{where} is not a readable .npz file ({type(exc).__name__})") from None
+        missing = {"t", "x"} - set(blob.files)
+        if missing:
+            raise ValueError(f"{where} lacks the array(s) {sorted(missing)} (needs t and x; optional dx, params)")
+        t, x = blob["t"], blob["x"]
+        dx = blob["dx"] if "dx" in blob.files else None
+        params = blob["params"] if "params" in blob.files else None
+    elif path.suffix == ".csv":
+        t, x, dx = _read_csv(path, where)
+        params = None
+    else:
+        raise ValueError(f"{where}: unknown format {path.suffix!r} (use .npz or .csv)")
+    try:
+        return FamilyDataset.from_trajectories(t, x, dx=dx, params=params, derivatives=derivatives,
+                                               n_train=n_train, system=system)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+
+
+def _read_csv(path: Path, where: str):
+    import csv
+
+    import numpy as np
+
+    with open(path, newline="") as fh:
+        reader = csv.reader(fh)
+        header = [h.strip() for h in next(reader, [])]
+        rows = [r for r in reader if r]
+    if header[:3] != ["instance", "trajectory", "t"]:
+        raise ValueError(f"{where}: the header must start with instance,trajectory,t then x0,x1,... (got {header[:3]})")
+    xs = [h for h in header[3:] if h.startswith("x")]
+    dxs = [h for h in header[3:] if h.startswith("dx")]
+    n = len(xs)
+    if n == 0 or xs != [f"x{i}" for i in range(n)] or dxs not in ([], [f"dx{i}" for i in range(n)]):
+        raise ValueError(f"{where}: state columns must be x0..x{{n-1}}, optionally followed by dx0..dx{{n-1}}")
+    try:
+        table = np.array([[float(v) for v in r] for r in rows], dtype=np.float64)
+    except ValueError:
+        raise ValueError(f"{where}: every value must be a number") from None
+    if table.ndim != 2 or table.shape[1] != len(header):
+        raise ValueError(f"{where}: every row needs {len(header)} values")
+    inst, traj = table[:, 0].astype(int), table[:, 1].astype(int)
+    I, J = inst.max() + 1, traj.max() + 1
+    order = np.lexsort((table[:, 2], traj, inst))
+    table = table[order]
+    T = len(table) // (I * J) if I * J else 0
+    if T * I * J != len(table):
+        raise ValueError(f"{where}: every (instance, trajectory) needs the same number of samples")
+    block = table.reshape(I, J, T, -1)
+    t = block[0, 0, :, 2]
+    if not np.allclose(block[..., 2], t):
+        raise ValueError(f"{where}: every trajectory must be sampled at the same times")
+    x = block[..., 3:3 + n]
+    dx = block[..., 3 + n:3 + 2 * n] if dxs else None
+    return t, x, dx

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["atomic_save", "atomic_write_text", "safe_load"]
+__all__ = ["atomic_save", "atomic_write_text", "atomic_savez", "safe_load"]
 
 
 def _atomic(path: str | os.PathLike, write) -> Path:
@@ -36,6 +36,17 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
 
 def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
     return _atomic(path, lambda fh: fh.write(text.encode()))
+
+
+def atomic_savez(path: str | os.PathLike, **arrays) -> Path:
+    """``numpy.savez`` that never leaves a half-written file at ``path``."""
+    import io
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return _atomic(path, lambda fh: fh.write(buffer.getvalue()))
 
 
 def safe_load(path: str | os.PathLike, what: str = "file") -> Any:

@@ -25,6 +25,7 @@ from ._checks import check_shape
 from .brackets import CanonicalJ, GenericBracket, LearnedSPD, make_bracket
 from .modulation import ModulatedMLP
 from .nn import MLP, ScalarFunction, Scaled, Standardize, gradient
+from .serialization import serializable
 
 __all__ = ["HamiltonianNN", "PortHamiltonianNN", "GENERICNet", "LatentHamiltonianNN", "LatentGENERICNet"]
 
@@ -37,6 +38,7 @@ def _scalar(fn: ScalarFn | nn.Module | None, in_dim: int, hidden: int, depth: in
     return ScalarFunction(fn)
 
 
+@serializable
 class HamiltonianNN(nn.Module):
     """Hamiltonian neural network ``dx/dt = J grad H(x)`` on ``x = (q, p)``.
 
@@ -83,7 +85,7 @@ class HamiltonianNN(nn.Module):
 
     def energy(self, x: Tensor) -> Tensor:
         """H(x), shape (...)."""
-        _check_shape(x, self.dim, type(self).__name__)
+        _check_input(self, x)
         if self.separable:
             d = self.dim // 2
             return self.kinetic(x[..., d:]) + self.potential(x[..., :d])
@@ -93,10 +95,11 @@ class HamiltonianNN(nn.Module):
         return self.J.matvec(dE)
 
     def forward(self, t, x: Tensor) -> Tensor:
-        _check_shape(x, self.dim, type(self).__name__)
+        _check_input(self, x)
         return self.field_from_gradients(x, gradient(self.energy, x))
 
 
+@serializable
 class PortHamiltonianNN(HamiltonianNN):
     """Dissipative (port-Hamiltonian) network ``dx/dt = (J - R(x)) grad H(x)``.
 
@@ -132,6 +135,7 @@ class PortHamiltonianNN(HamiltonianNN):
         return self.J.matvec(dE) - self.R.matvec(self._R_input(x), dE)
 
 
+@serializable
 class GENERICNet(nn.Module):
     """GENERIC / metriplectic network ``dx/dt = L grad E + M grad S``.
 
@@ -190,7 +194,7 @@ class GENERICNet(nn.Module):
         return self.bracket.field(x, dE, dS)
 
     def forward(self, t, x: Tensor) -> Tensor:
-        _check_shape(x, self.dim, type(self).__name__)
+        _check_input(self, x)
         return self.bracket.field(x, *self.gradients(x))
 
     def penalty(self, x: Tensor) -> Tensor:
@@ -201,10 +205,17 @@ class GENERICNet(nn.Module):
         return self.bracket.residuals(x, *self.gradients(x))
 
 
-def _check_shape(x: Tensor, dim: int, who: str) -> None:
-    # Cheap shape check on the hot path; full finiteness checks happen at the API edges
-    # (integrate, systems, datasets) so the training loop pays no host sync per call.
-    check_shape(x, dim, f"{who} input")
+def _check_input(model: nn.Module, x: Tensor) -> None:
+    # Cheap checks on the hot path (no host sync): shape, and a dtype that matches the weights
+    # (float32 states into a float64 model failed deep inside torch's linear layers). Finiteness
+    # checks happen at the API edges (integrate, systems, datasets, trainers).
+    who = type(model).__name__
+    check_shape(x, model.dim, f"{who} input")
+    p = next(model.parameters(), None)
+    if p is not None and x.dtype != p.dtype:
+        raise ValueError(f"{who} input is {str(x.dtype).removeprefix('torch.')} but the model's weights are "
+                         f"{str(p.dtype).removeprefix('torch.')}: convert one to match, e.g. x.to({p.dtype}) "
+                         f"or model.to({x.dtype})")
 
 
 class _Conditioned(nn.Module):
@@ -233,6 +244,7 @@ def _latent_energy(net, x: Tensor, z: Tensor) -> Tensor:
     return net(x, z).squeeze(-1)
 
 
+@serializable
 class LatentHamiltonianNN(nn.Module):
     """Hamiltonian network whose energy MLP is modulated by a per-system latent z.
 
@@ -271,7 +283,7 @@ class LatentHamiltonianNN(nn.Module):
         return self.J.matvec(dE)
 
     def forward(self, t, x: Tensor, z: Tensor) -> Tensor:
-        _check_shape(x, self.dim, type(self).__name__)
+        _check_input(self, x)
         return self.J.matvec(gradient(lambda y: self.energy(y, z), x))
 
     def condition(self, z: Tensor) -> nn.Module:
@@ -286,6 +298,7 @@ class LatentHamiltonianNN(nn.Module):
         return HamiltonianNN(self.dim, energy=merged)
 
 
+@serializable
 class LatentGENERICNet(nn.Module):
     """GENERIC network with latent-modulated energy and entropy MLPs and a shared bracket.
 
@@ -320,7 +333,7 @@ class LatentGENERICNet(nn.Module):
         return self.bracket.field(x, dE, dS)
 
     def forward(self, t, x: Tensor, z: Tensor) -> Tensor:
-        _check_shape(x, self.dim, type(self).__name__)
+        _check_input(self, x)
         return self.bracket.field(x, *self.gradients(x, z))
 
     def residuals(self, x: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:

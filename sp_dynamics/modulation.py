@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from .nn import activation
+from .serialization import serializable
 
 __all__ = ["MODULATIONS", "ModulatedMLP", "orthogonality_penalty"]
 
@@ -59,6 +60,7 @@ class _Heads(nn.Module):
         return dict(zip(self.sizes, flat.split(list(self.sizes.values()), -1)))
 
 
+@serializable
 class ModulatedMLP(nn.Module):
     """MLP whose hidden layers are modulated by a latent code through a hypernetwork.
 

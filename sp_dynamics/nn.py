@@ -6,6 +6,7 @@ from typing import Callable
 
 import torch
 from torch import Tensor, nn
+from .serialization import serializable
 
 __all__ = ["MLP", "Scaled", "ScalarFunction", "Standardize", "standardize_inputs", "gradient", "activation"]
 
@@ -31,6 +32,7 @@ def activation(name: str) -> nn.Module:
         raise ValueError(f"unknown activation {name!r}; available: {sorted(_ACTIVATIONS)}") from None
 
 
+@serializable
 class MLP(nn.Sequential):
     """``depth`` hidden layers of width ``hidden`` with a smooth activation, then a linear head.
 

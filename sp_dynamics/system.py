@@ -67,6 +67,28 @@ class System(abc.ABC):
     t_end: float = 10.0
     field_radius: float
 
+    def definition(self) -> dict:
+        """What defines this system's data, for cache keys: its class attributes (parameter box,
+        dimension, horizon, ...), a ``version`` attribute if the class sets one, and a digest of
+        the class's source code where it can be read. Change the physics and the digest changes,
+        so a dataset cached under the old definition is not returned for the new one."""
+        import hashlib
+        import inspect
+
+        attrs = {k: repr(getattr(self, k, None)) for k in ("name", "dim", "n_dof", "param_names", "param_box",
+                                                            "param_domain", "kind", "t_end", "field_radius",
+                                                            "state_low", "state_high", "version")}
+        sources = []
+        for cls in type(self).__mro__:
+            if cls in (System, object, abc.ABC):
+                continue
+            try:
+                sources.append(inspect.getsource(cls))
+            except (OSError, TypeError):  # defined interactively: attributes only
+                sources.append(cls.__qualname__)
+        attrs["source_sha256"] = hashlib.sha256("\n".join(sources).encode()).hexdigest()[:16]
+        return attrs
+
     # ---- physics (unchecked, broadcasting) -------------------------------------------------
     @abc.abstractmethod
     def f(self, mu: Tensor, x: Tensor) -> Tensor:

@@ -41,7 +41,7 @@ def test_maml_and_anil_reduce_the_meta_loss():
     _, x, dx = _family()
     for anil in (False, True):
         net = _net()
-        params, log = train_maml(net, x, dx, CFG, anil=anil)
+        params, log = train_maml(net, x, dx, config=CFG, anil=anil)
         assert not log[-1]["diverged"] and len(log) == CFG.iterations
         first = sum(r["loss"] for r in log[:5]) / 5
         last = sum(r["loss"] for r in log[-5:]) / 5
@@ -52,7 +52,7 @@ def test_reptile_moves_towards_adapted_parameters():
     _, x, dx = _family()
     net = _net()
     start = {k: v.detach().clone() for k, v in net.named_parameters()}
-    params, log = train_reptile(net, x, dx, CFG)
+    params, log = train_reptile(net, x, dx, config=CFG)
     assert not log[-1]["diverged"]
     assert _query_loss(net, params, x[:, :64], dx[:, :64]) < _query_loss(net, start, x[:, :64], dx[:, :64])
 
@@ -85,14 +85,14 @@ def test_support_and_query_must_fit():
     _, x, dx = _family()
     too_many = GradientMetaConfig(iterations=1, support_points=200, query_points=200)
     with pytest.raises(ValueError, match="exceed"):
-        train_maml(_net(), x, dx, too_many)
+        train_maml(_net(), x, dx, config=too_many)
 
 
 def test_divergence_is_recorded_not_raised():
     # A non-finite loss ends training and is reported (protocol: report NaN as it happens).
     _, x, dx = _family()
     nan_targets = torch.full_like(dx, float("nan"))
-    _, log = train_reptile(_net(), x, nan_targets, CFG)
+    _, log = train_reptile(_net(), x, nan_targets, config=CFG)
     assert len(log) == 1 and log[-1]["diverged"] and not math.isfinite(log[-1]["loss"])
-    _, log = train_maml(_net(), x, nan_targets, CFG)
+    _, log = train_maml(_net(), x, nan_targets, config=CFG)
     assert len(log) == 1 and log[-1]["diverged"]

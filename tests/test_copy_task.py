@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from experiments import copy_task as ct
+from sp_dynamics.runners import copy_task as ct
 
 
 def test_copy_batch_layout():

@@ -118,3 +118,47 @@ def test_bad_settings():
         make_family_dataset("pendulum", n_instances=5, n_train=5)
     with pytest.raises(ValueError, match="unknown system 'pendullum'"):
         make_family_dataset("pendullum")
+
+
+def test_cache_key_follows_the_system_definition_not_only_its_name(tmp_path):
+    # Catches: register_system(..., overwrite=True) with a changed definition returning the old
+    # definition's cached data (the cache was keyed by the name alone).
+    from _plugin_system import Harmonic
+
+    from sp_dynamics import register_system, unregister_system
+
+    class Wide(Harmonic):
+        param_box = ((3.0, 4.0),)
+
+    try:
+        register_system("harmonic_cache", Harmonic, overwrite=True)
+        first = make_family_dataset("harmonic_cache", seed=0, cache_dir=tmp_path, **SMALL)
+        register_system("harmonic_cache", Wide, overwrite=True)
+        second = make_family_dataset("harmonic_cache", seed=0, cache_dir=tmp_path, **SMALL)
+    finally:
+        unregister_system("harmonic_cache")
+    assert float(first.params.max()) <= 2.0 and float(second.params.min()) >= 3.0
+    assert len(os.listdir(tmp_path)) == 2
+
+
+def test_user_trajectories_become_a_family_dataset():
+    # Catches: user data entering with another shape convention, or derivatives that are not
+    # estimated from the states when none are given.
+    d = make_family_dataset("mass_spring", seed=0, **SMALL)
+    from sp_dynamics import FamilyDataset
+
+    own = FamilyDataset.from_trajectories(d.t.numpy(), d.x.numpy(), derivatives="spline", n_train=4)
+    assert own.x.shape == d.x.shape and own.train_ids == [0, 1, 2, 3] and own.test_ids == [4, 5]
+    assert float((own.dx - d.dx).abs().max() / d.dx.abs().max()) < 1e-3
+    mid = FamilyDataset.from_trajectories(d.t, d.x[0], derivatives="midpoint")   # one instance (J, T, n)
+    assert mid.x.shape == (1, 3, 100, 2) and mid.t.shape == (100,)
+    given = FamilyDataset.from_trajectories(d.t, d.x, dx=d.dx, params=d.params)
+    assert torch.equal(given.dx, d.dx) and torch.equal(given.params, d.params)
+    bad = d.x.clone()
+    bad[0, 0, 3, 1] = float("nan")
+    for kwargs, match in [(dict(t=d.t, x=bad), "NaN"), (dict(t=d.t.flip(0), x=d.x), "increasing"),
+                          (dict(t=d.t[:-1], x=d.x), "trajectories must be"),
+                          (dict(t=d.t, x=d.x, dx=d.dx[:, :2]), "dx must have the shape"),
+                          (dict(t=d.t, x=d.x, n_train=9), "n_train")]:
+        with pytest.raises(ValueError, match=match):
+            FamilyDataset.from_trajectories(**kwargs)

@@ -214,7 +214,7 @@ def test_meta_training_and_adaptation_learn_from_estimated_derivatives():
     x, dx = xm.reshape(4, -1, 3), dm.reshape(4, -1, 3)
     torch.manual_seed(0)
     model = LatentGENERICNet(3, hidden=16, depth=2, hyper_hidden=16).double()
-    Z, log = meta_train(model, x[:3], dx[:3], MetaConfig(iterations=5, tasks_per_batch=2, points_per_task=16),
+    Z, log = meta_train(model, x[:3], dx[:3], config=MetaConfig(iterations=5, tasks_per_batch=2, points_per_task=16),
                         progress=False)
-    z, history = adapt_latent(model, x[3:, :16], dx[3:, :16], Z.mean(0), steps=5, entropy_penalty=1.0)
+    z, history = adapt_latent(model, x[3:, :16], dx[3:, :16], z_init=Z.mean(0), steps=5, entropy_penalty=1.0)
     assert torch.isfinite(z).all() and history[-1] <= history[0]

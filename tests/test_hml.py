@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from sp_dynamics.hml import HamiltonianMemoryLayer, HMLStack, linear_leapfrog_coefficients, scan_affine_2x2
+from sp_dynamics.sequence import HamiltonianMemoryLayer, HMLStack, affine_scan, linear_leapfrog_coefficients
 
 F64 = torch.float64
 
@@ -185,7 +185,7 @@ def test_scan_primitive_against_loop():
     for t in range(9):
         s = (A[:, t] @ s.unsqueeze(-1)).squeeze(-1) + b[:, t]
         ref.append(s)
-    assert torch.allclose(scan_affine_2x2(A, b), torch.stack(ref, 1), atol=1e-13)
+    assert torch.allclose(affine_scan(A, b, dim=1), torch.stack(ref, 1), atol=1e-13)
 
 
 @pytest.mark.parametrize("potential,mode", [("quadratic", "loop"), ("quadratic", "scan"), ("mlp", "loop")])
@@ -247,7 +247,7 @@ def test_energy_trace_forced_energy_is_conserved_while_the_input_is_constant():
     # Catches: a diagnostics routine that mixes up the force or the state index. With a
     # constant force F, H - F.q is a first integral of the forced flow, so under leapfrog it
     # stays bounded with no drift; each change of input does work -(F_t - F_{t-1}).q_{t-1}.
-    from sp_dynamics.hml import energy_trace
+    from sp_dynamics.sequence import energy_trace
 
     layer = _layer(dt=0.05)
     g = torch.Generator().manual_seed(8)
@@ -272,7 +272,13 @@ def test_energy_trace_forced_energy_is_conserved_while_the_input_is_constant():
 
 
 def test_phase_space_and_figure():
-    from sp_dynamics.hml import phase_space, plot_diagnostics
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from sp_dynamics.runners.copy_task import plot_diagnostics
+    from sp_dynamics.sequence import phase_space
 
     layer = _layer()
     x = torch.randn(2, 30, 3, dtype=F64)
@@ -281,5 +287,5 @@ def test_phase_space_and_figure():
     assert torch.equal(q, qs[..., [0, 3]]) and torch.equal(p, ps[..., [0, 3]])
     with pytest.raises(ValueError, match=r"channels \[4\] out of range"):
         phase_space(layer, x, [4])
-    fig = plot_diagnostics(layer, x, [0, 1], marks={"event": 10})
+    fig = plot_diagnostics(plt, layer, x, [0, 1], marks={"event": 10})
     assert len(fig.axes) == 3

@@ -8,7 +8,7 @@ import torch
 
 from metriplector.maze import GOAL, OPEN, START, WALL, MazeSolver, f1_scores, generate_maze, maze_dataset, shortest_path
 
-CHECKPOINT = Path(__file__).resolve().parents[1] / "experiments" / "checkpoints" / "maze_seed0.pt"
+CHECKPOINT = Path(__file__).resolve().parents[1] / "metriplector" / "checkpoints" / "maze_seed0.pt"
 
 
 @pytest.mark.parametrize("size", [5, 15, 39])
@@ -78,7 +78,7 @@ def test_training_learns_on_a_few_mazes():
 @pytest.mark.skipif(not CHECKPOINT.exists(), reason="shipped checkpoint missing")
 def test_shipped_checkpoint_solves_fresh_mazes():
     # Regression test of the shipped artifact on mazes it never saw (seed 4242).
-    from experiments.maze import evaluate, load
+    from metriplector.runners.maze import evaluate, load
 
     model = load(CHECKPOINT)
     assert evaluate(model, 15, 20, seed=4242)["f1"] == 1.0
@@ -86,7 +86,7 @@ def test_shipped_checkpoint_solves_fresh_mazes():
 
 
 def test_corrupt_checkpoint_gives_clear_error(tmp_path):
-    from experiments.maze import load
+    from metriplector.runners.maze import load
 
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")

@@ -39,7 +39,7 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path, schedule):
     _, x, dx = _train_data("mass_spring")
     system = get_system("mass_spring")
     full = _model(system)
-    z_full, log_full = meta_train(full, x, dx, CFG, run_dir=tmp_path / "full", progress=False)
+    z_full, log_full = meta_train(full, x, dx, config=CFG, run_dir=tmp_path / "full", progress=False)
 
     class Killed(Exception):
         pass
@@ -50,9 +50,9 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path, schedule):
 
     first = _model(system)
     with pytest.raises(Killed):
-        meta_train(first, x, dx, CFG, run_dir=tmp_path / "resumed", progress=False, callback=kill_at_7)
+        meta_train(first, x, dx, config=CFG, run_dir=tmp_path / "resumed", progress=False, callback=kill_at_7)
     resumed = _model(system, seed=123)  # a fresh process: different initial weights, overwritten
-    z_res, log_res = meta_train(resumed, x, dx, CFG, run_dir=tmp_path / "resumed", progress=False)
+    z_res, log_res = meta_train(resumed, x, dx, config=CFG, run_dir=tmp_path / "resumed", progress=False)
     assert torch.equal(z_res, z_full)
     for (n, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items()):
         assert torch.equal(a, b), n
@@ -73,37 +73,37 @@ def test_cosine_schedule_decays_both_learning_rates():
     assert lr_factor(CFG, 11) == 1.0
     _, x, dx = _train_data("mass_spring")
     system = get_system("mass_spring")
-    z_const, _ = meta_train(_model(system), x, dx, CFG, progress=False)
-    z_cos, _ = meta_train(_model(system), x, dx, cos, progress=False)
+    z_const, _ = meta_train(_model(system), x, dx, config=CFG, progress=False)
+    z_cos, _ = meta_train(_model(system), x, dx, config=cos, progress=False)
     assert not torch.allclose(z_const, z_cos)
     with pytest.raises(ValueError, match="unknown lr_schedule"):
-        meta_train(_model(system), x, dx, dataclasses.replace(CFG, lr_schedule="step"), progress=False)
+        meta_train(_model(system), x, dx, config=dataclasses.replace(CFG, lr_schedule="step"), progress=False)
 
 
 def test_checkpoint_errors(tmp_path):
     _, x, dx = _train_data("mass_spring")
     system = get_system("mass_spring")
-    meta_train(_model(system), x, dx, CFG, run_dir=tmp_path, progress=False)
-    other = MetaConfig(iterations=12, tasks_per_batch=2, checkpoint_every=4)
+    meta_train(_model(system), x, dx, config=CFG, run_dir=tmp_path, progress=False)
+    other = MetaConfig(iterations=12, tasks_per_batch=2, points_per_task=32, checkpoint_every=4)
     with pytest.raises(ValueError, match="different config"):
-        meta_train(_model(system), x, dx, other, run_dir=tmp_path, progress=False)
+        meta_train(_model(system), x, dx, config=other, run_dir=tmp_path, progress=False)
     # Catches: a checkpoint loaded into another model (load_state_dict casts float64 weights into
     # a float32 model silently, and an energy scale is not a parameter at all).
     with pytest.raises(ValueError, match="different model"):
-        meta_train(_model(system).float(), x.float(), dx.float(), CFG, run_dir=tmp_path, progress=False)
+        meta_train(_model(system).float(), x.float(), dx.float(), config=CFG, run_dir=tmp_path, progress=False)
     scaled = LatentHamiltonianNN(system.dim, kind="svd", rank=2, latent_dim=4, hidden=16, depth=2, hyper_hidden=16,
                                  energy_scale=2.0).double()
     with pytest.raises(ValueError, match="different model"):
-        meta_train(scaled, x, dx, CFG, run_dir=tmp_path, progress=False)
+        meta_train(scaled, x, dx, config=CFG, run_dir=tmp_path, progress=False)
     (tmp_path / "checkpoint.pt").write_bytes(b"\x00" * 10)
     with pytest.raises(ValueError, match="corrupt or unreadable meta-training checkpoint"):
-        meta_train(_model(system), x, dx, CFG, run_dir=tmp_path, progress=False)
+        meta_train(_model(system), x, dx, config=CFG, run_dir=tmp_path, progress=False)
     bad = x.clone()
     bad[0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
-        meta_train(_model(system), bad, dx, CFG, progress=False)
+        meta_train(_model(system), bad, dx, config=CFG, progress=False)
     with pytest.raises(ValueError, match="systems, points"):
-        meta_train(_model(system), x[0], dx[0], CFG, progress=False)
+        meta_train(_model(system), x[0], dx[0], config=CFG, progress=False)
 
 
 def test_row_adam_leaves_other_rows_alone():
@@ -124,7 +124,7 @@ def test_every_modulation_meta_trains_without_nan(kind):
     _, x, dx = _train_data("mass_spring")
     torch.manual_seed(0)
     model = LatentHamiltonianNN(2, kind=kind, rank=2, latent_dim=4, hidden=16, depth=2, hyper_hidden=16).double()
-    _, log = meta_train(model, x, dx, MetaConfig(iterations=5, tasks_per_batch=3, points_per_task=16, log_every=1),
+    _, log = meta_train(model, x, dx, config=MetaConfig(iterations=5, tasks_per_batch=3, points_per_task=16, log_every=1),
                         progress=False)
     assert all(math.isfinite(r["loss"]) for r in log)
     assert all(torch.isfinite(p).all() for p in model.parameters())
@@ -134,7 +134,7 @@ def test_meta_training_reduces_loss_and_batches_tasks():
     _, x, dx = _train_data("duffing")
     model = _model(get_system("duffing"))
     cfg = MetaConfig(iterations=60, tasks_per_batch=4, points_per_task=64, lr_base=3e-3, log_every=10)
-    _, log = meta_train(model, x, dx, cfg, progress=False)
+    _, log = meta_train(model, x, dx, config=cfg, progress=False)
     assert log[-1]["loss"] < 0.5 * log[0]["loss"]
     assert all(math.isfinite(r["loss"]) for r in log)
 
@@ -147,12 +147,12 @@ def test_adaptation_reduces_support_loss_on_every_system(name):
     d, x, dx = _train_data(name)
     model = _model(system)
     cfg = MetaConfig(iterations=25, tasks_per_batch=4, points_per_task=64, lr_base=3e-3)
-    Z, _ = meta_train(model, x, dx, cfg, progress=False)
+    Z, _ = meta_train(model, x, dx, config=cfg, progress=False)
     g = torch.Generator().manual_seed(0)
     shots = [d.sample_shots(i, 20, g) for i in d.test_ids]
     xs, dxs = torch.stack([s[0] for s in shots]), torch.stack([s[1] for s in shots])
     base_before = {k: v.clone() for k, v in model.state_dict().items()}
-    z, hist = adapt_latent(model, xs, dxs, Z.mean(0), steps=40, lr=5e-2)
+    z, hist = adapt_latent(model, xs, dxs, z_init=Z.mean(0), steps=40, lr=5e-2)
     after = support_loss(model, xs, dxs, z)
     before = support_loss(model, xs, dxs, Z.mean(0).expand(len(xs), -1))
     assert (after < before).all(), (before, after)
@@ -165,7 +165,7 @@ def test_adaptation_reduces_support_loss_on_every_system(name):
 def test_adapt_bad_input():
     model = _model(get_system("pendulum"))
     with pytest.raises(ValueError, match="support sets"):
-        adapt_latent(model, torch.zeros(5, 2), torch.zeros(5, 2), torch.zeros(4))
+        adapt_latent(model, torch.zeros(5, 2), torch.zeros(5, 2), z_init=torch.zeros(4))
 
 
 REFINE = dataclasses.replace(CFG, refine_evals=30, refine_points=16, refine_chunk=10)
@@ -177,9 +177,9 @@ def test_refinement_lowers_the_training_loss():
     _, x, dx = _train_data("mass_spring")
     system = get_system("mass_spring")
     adam_only = _model(system)
-    z0, _ = meta_train(adam_only, x, dx, CFG, progress=False)
+    z0, _ = meta_train(adam_only, x, dx, config=CFG, progress=False)
     refined = _model(system)
-    z1, log = meta_train(refined, x, dx, REFINE, progress=False)
+    z1, log = meta_train(refined, x, dx, config=REFINE, progress=False)
     phases = [r["phase"] for r in log]
     assert phases.count("lbfgs") >= 2 and phases[-1] == "lbfgs"  # chunks of about 10 evaluations
     assert log[-1]["iteration"] >= CFG.iterations + 30
@@ -194,7 +194,7 @@ def test_resume_inside_refinement_matches_uninterrupted(tmp_path):
     _, x, dx = _train_data("mass_spring")
     system = get_system("mass_spring")
     full = _model(system)
-    z_full, log_full = meta_train(full, x, dx, REFINE, run_dir=tmp_path / "full", progress=False)
+    z_full, log_full = meta_train(full, x, dx, config=REFINE, run_dir=tmp_path / "full", progress=False)
 
     class Killed(Exception):
         pass
@@ -208,10 +208,10 @@ def test_resume_inside_refinement_matches_uninterrupted(tmp_path):
                 raise Killed
 
     with pytest.raises(Killed):
-        meta_train(_model(system), x, dx, REFINE, run_dir=tmp_path / "resumed", progress=False,
+        meta_train(_model(system), x, dx, config=REFINE, run_dir=tmp_path / "resumed", progress=False,
                    callback=kill_after_second_chunk)
     resumed = _model(system, seed=5)
-    z_res, log_res = meta_train(resumed, x, dx, REFINE, run_dir=tmp_path / "resumed", progress=False)
+    z_res, log_res = meta_train(resumed, x, dx, config=REFINE, run_dir=tmp_path / "resumed", progress=False)
     assert torch.allclose(z_res, z_full, rtol=0, atol=1e-12)
     for (n, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items()):
         assert torch.allclose(a, b, rtol=0, atol=1e-12), n
@@ -223,4 +223,72 @@ def test_meta_config_rejects_bad_values():
     _, x, dx = _train_data("mass_spring")
     for bad in (dict(refine_evals=-1), dict(refine_points=0), dict(lr_base=0.0), dict(lam_z=-1.0)):
         with pytest.raises(ValueError, match=next(iter(bad))):
-            meta_train(_model(get_system("mass_spring")), x, dx, dataclasses.replace(CFG, **bad), progress=False)
+            meta_train(_model(get_system("mass_spring")), x, dx, config=dataclasses.replace(CFG, **bad), progress=False)
+
+
+def test_resume_on_other_data_is_refused(tmp_path):
+    # Catches: a run folder resumed with other data (fewer systems, another seed) silently
+    # returning the old latent table, and a refused resume overwriting the folder's config.json.
+    _, x, dx = _train_data("mass_spring")
+    system = get_system("mass_spring")
+    meta_train(_model(system), x, dx, config=CFG, run_dir=tmp_path, progress=False)
+    before = (tmp_path / "config.json").read_text()
+    with pytest.raises(ValueError, match="other data"):
+        meta_train(_model(system), x[:3], dx[:3], config=CFG, run_dir=tmp_path, progress=False)
+    other = make_family_dataset("mass_spring", seed=1, **TINY)
+    xo, dxo = (t[other.train_ids].reshape(4, -1, 2) for t in (other.x, other.dx))
+    with pytest.raises(ValueError, match="other data"):
+        meta_train(_model(system), xo, dxo, config=CFG, run_dir=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="different config"):
+        meta_train(_model(system), x, dx, config=dataclasses.replace(CFG, lam_z=0.5), run_dir=tmp_path, progress=False)
+    assert (tmp_path / "config.json").read_text() == before
+
+
+def test_batch_and_point_counts_beyond_the_data_are_refused():
+    # Catches: tasks_per_batch > systems and points_per_task > points being clipped silently.
+    _, x, dx = _train_data("mass_spring")
+    system = get_system("mass_spring")
+    with pytest.raises(ValueError, match="tasks_per_batch = 5 exceeds the 4 training systems"):
+        meta_train(_model(system), x, dx, config=dataclasses.replace(CFG, tasks_per_batch=5), progress=False)
+    with pytest.raises(ValueError, match="points_per_task = 500 exceeds the 202 points"):
+        meta_train(_model(system), x, dx, config=dataclasses.replace(CFG, points_per_task=500), progress=False)
+
+
+def test_float32_data_is_converted_for_a_float64_model_and_nan_shots_are_refused():
+    # Catches: float32 data failing deep inside torch's linear layers, and NaN support sets
+    # returning NaN latents instead of an error.
+    _, x, dx = _train_data("mass_spring")
+    system = get_system("mass_spring")
+    model = _model(system)
+    Z, log = meta_train(model, x.float(), dx.float(), config=dataclasses.replace(CFG, iterations=2), progress=False)
+    assert Z.dtype == torch.float64 and math.isfinite(log[-1]["loss"])
+    xs, dxs = x[:2, :10].clone(), dx[:2, :10]
+    z, _ = adapt_latent(model, xs.float(), dxs.float(), z_init=Z.mean(0), steps=2)
+    assert z.dtype == torch.float64
+    xs[0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        adapt_latent(model, xs, dxs, z_init=Z.mean(0), steps=2)
+    from sp_dynamics.meta import adapt_latent_gauss_newton
+    with pytest.raises(ValueError, match="NaN"):
+        adapt_latent_gauss_newton(model, xs, dxs, z_init=Z.mean(0), steps=1)
+    with pytest.raises(ValueError, match="z_init"):
+        adapt_latent(model, x[:2, :10], dx[:2, :10], z_init=torch.zeros(3, dtype=torch.float64), steps=1)
+    with pytest.raises(ValueError, match="float32 but the model's weights are float64"):
+        model(0.0, x[:2, :10].float(), Z[:2].float())
+
+
+def test_a_finished_run_is_saved_in_the_model_format_and_loads_without_settings(tmp_path):
+    # Catches: reloading a meta-trained model needing kind, rank, latent_dim or energy_scale
+    # from the user.
+    from sp_dynamics.meta import load_run
+
+    _, x, dx = _train_data("mass_spring")
+    system = get_system("mass_spring")
+    model = LatentHamiltonianNN(2, kind="mr", rank=2, latent_dim=3, hidden=16, depth=2, hyper_hidden=16,
+                                energy_scale=2.5).double()
+    Z, _ = meta_train(model, x, dx, config=CFG, run_dir=tmp_path, progress=False)
+    loaded, Z2 = load_run(tmp_path)
+    assert torch.equal(Z, Z2) and loaded.energy_scale == 2.5 and loaded.energy_net.kind == "mr"
+    assert torch.equal(loaded(0.0, x[:2], Z[:2]), model(0.0, x[:2], Z[:2]))
+    with pytest.raises(ValueError, match="no finished meta-training run"):
+        load_run(tmp_path / "nothing")

@@ -17,14 +17,14 @@ def test_shot_sweep_smoke_reuses_meta_training_and_writes_outputs(tmp_path):
     assert "| svd | zero | 4 |" in stem.with_suffix(".md").read_text()
     assert json.loads(stem.with_suffix(".json").read_text())["svd"]["mean"]["1"]
     assert stem.with_suffix(".png").exists()
-    ckpt = tmp_path / "runs" / "meta-pendulum-smoke" / "svd-seed0" / "checkpoint.pt"
+    (ckpt,) = (tmp_path / "runs").glob("meta-pendulum-smoke-*/svd-seed0/checkpoint.pt")
     mtime = ckpt.stat().st_mtime_ns
     meta_shots.main(["--preset", "smoke", "--shots", "2", "--out", str(tmp_path)])
     assert ckpt.stat().st_mtime_ns == mtime  # the finished meta-training run was loaded, not redone
 
 
 def test_shot_sweep_rejects_bad_shots(tmp_path):
-    with pytest.raises(SystemExit):
+    with pytest.raises(ValueError, match="--shots must be >= 1"):
         meta_shots.main(["--preset", "smoke", "--shots", "0", "--out", str(tmp_path)])
 
 

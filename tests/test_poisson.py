@@ -164,3 +164,15 @@ def test_scan_equals_loop_values_and_gradients():
     assert torch.autograd.gradcheck(causal_scan, (a, x))
     with pytest.raises(ValueError, match="same shape"):
         causal_scan(a, x[:, :3])
+
+
+def test_right_hand_side_without_its_sample_and_field_dimensions_is_named():
+    # Catches: b of shape (H, W) -- no (B, C) -- failing inside an internal expand.
+    from metriplector.graphs import GridGraph
+    from metriplector.poisson import screened_poisson_solve
+
+    g = GridGraph(4, 5)
+    w = (torch.ones(1, 1, 4, 4, dtype=torch.float64), torch.ones(1, 1, 3, 5, dtype=torch.float64))
+    for b in (torch.ones(4, 5, dtype=torch.float64), torch.ones(2, 4, 5, dtype=torch.float64)):
+        with pytest.raises(ValueError, match=r"b must have shape \(B, C, 4, 5\).*b\[None"):
+            screened_poisson_solve(g, w, 0.1, b)

@@ -3,11 +3,13 @@
 from .adaptation import adapt_latent, adapt_latent_gauss_newton, support_loss
 from .baselines import GradientMetaConfig, adapt_all, train_maml, train_reptile, train_scratch
 from .maml import maml_meta_gradient
-from .training import MetaConfig, meta_train
+from .training import MetaConfig, load_run, meta_train, save_run
 
 __all__ = [
     "MetaConfig",
     "meta_train",
+    "save_run",
+    "load_run",
     "adapt_latent",
     "adapt_latent_gauss_newton",
     "support_loss",

@@ -28,7 +28,22 @@ def support_loss(model: nn.Module, x: Tensor, dx: Tensor, z: Tensor, entropy_pen
     return err + entropy_penalty * dx.pow(2).sum(-1).mean(-1).detach() * orientation
 
 
-def adapt_latent(model: nn.Module, x: Tensor, dx: Tensor, z_init: Tensor, steps: int = 500, lr: float = 1e-2,
+def _check_support(model: nn.Module, x: Tensor, dx: Tensor, z_init: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Validated support sets and start latent, in the model's dtype."""
+    if x.ndim != 3 or x.shape != dx.shape:
+        raise ValueError(f"support sets must be (K, N, n) with matching x and dx, got {tuple(x.shape)}, {tuple(dx.shape)}")
+    if not (torch.isfinite(x).all() and torch.isfinite(dx).all()):
+        raise ValueError("support sets contain NaN or inf")
+    k = getattr(model, "latent_dim", None)
+    if z_init.shape[-1:] != (k,) or z_init.ndim not in (1, 2) or (z_init.ndim == 2 and z_init.shape[0] != x.shape[0]):
+        raise ValueError(f"z_init must be (k,) or (K, k) with k = {k} and K = {x.shape[0]}, got {tuple(z_init.shape)}")
+    if not torch.isfinite(z_init).all():
+        raise ValueError("z_init contains NaN or inf")
+    dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
+    return x.to(dtype), dx.to(dtype), z_init.to(dtype)
+
+
+def adapt_latent(model: nn.Module, x: Tensor, dx: Tensor, *, z_init: Tensor, steps: int = 500, lr: float = 1e-2,
                  lam_z: float = 0.0, entropy_penalty: float = 0.0) -> tuple[Tensor, list[float]]:
     """Fit latents to K-shot support sets with the base frozen (all tasks at once).
 
@@ -43,8 +58,7 @@ def adapt_latent(model: nn.Module, x: Tensor, dx: Tensor, z_init: Tensor, steps:
         The adapted latents (K, k) (detached) and the mean support loss per step; use
         ``model.condition(z[i])`` for the adapted vector field of task i.
     """
-    if x.ndim != 3 or x.shape != dx.shape:
-        raise ValueError(f"support sets must be (K, N, n) with matching x and dx, got {tuple(x.shape)}, {tuple(dx.shape)}")
+    x, dx, z_init = _check_support(model, x, dx, z_init)
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
     z = z_init.detach().clone().expand(x.shape[0], -1).clone() if z_init.ndim == 1 else z_init.detach().clone()
@@ -69,7 +83,7 @@ def adapt_latent(model: nn.Module, x: Tensor, dx: Tensor, z_init: Tensor, steps:
     return z.detach(), history
 
 
-def adapt_latent_gauss_newton(model: nn.Module, x: Tensor, dx: Tensor, z_init: Tensor, steps: int = 3,
+def adapt_latent_gauss_newton(model: nn.Module, x: Tensor, dx: Tensor, *, z_init: Tensor, steps: int = 3,
                               ridge: float = 1e-8, fd_step: float = 1e-5) -> tuple[Tensor, list[float]]:
     """Latent auto-decoding by Gauss-Newton: each step is one least-squares solve, no inner loop.
 
@@ -83,10 +97,7 @@ def adapt_latent_gauss_newton(model: nn.Module, x: Tensor, dx: Tensor, z_init: T
     Args, shapes and returns as :func:`adapt_latent` (``history``: mean loss before each step
     and after the last).
     """
-    if x.ndim != 3 or x.shape != dx.shape:
-        raise ValueError(f"support sets must be (K, N, n) with matching x and dx, got {tuple(x.shape)}, {tuple(dx.shape)}")
-    if not (torch.isfinite(x).all() and torch.isfinite(dx).all()):
-        raise ValueError("support sets contain NaN or inf")
+    x, dx, z_init = _check_support(model, x, dx, z_init)
     if steps < 0 or ridge < 0 or not fd_step > 0:
         raise ValueError(f"need steps >= 0, ridge >= 0 and fd_step > 0, got {steps}, {ridge}, {fd_step}")
     import copy

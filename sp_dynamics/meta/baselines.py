@@ -80,16 +80,25 @@ def _clip_(grads: Params, max_norm: float) -> None:
             g.mul_(max_norm / (total + 1e-12))
 
 
-def train_maml(energy_net: nn.Module, x: Tensor, dx: Tensor, cfg: GradientMetaConfig = GradientMetaConfig(),
+def _batch_size(cfg: GradientMetaConfig, S: int) -> int:
+    if cfg.tasks_per_batch > S:
+        raise ValueError(f"tasks_per_batch = {cfg.tasks_per_batch} exceeds the {S} training systems; "
+                         f"set it to at most {S}")
+    return cfg.tasks_per_batch
+
+
+def train_maml(energy_net: nn.Module, x: Tensor, dx: Tensor, *, config: GradientMetaConfig = GradientMetaConfig(),
                anil: bool = False, field: FieldFn = hnn_field) -> tuple[Params, list[dict]]:
-    """MAML (second order unless ``cfg.first_order``) or ANIL (last layer adapted) meta-training."""
-    torch.manual_seed(cfg.seed)
+    """MAML (second order unless ``config.first_order``) or ANIL (last layer adapted) meta-training.
+
+    Returns the meta-learned parameters and the log (``log[-1]["diverged"]`` on divergence)."""
+    cfg = config
     gen = torch.Generator().manual_seed(cfg.seed)
     params = _params(energy_net)
     opt = torch.optim.Adam(list(params.values()), lr=cfg.outer_lr)
     trainable = last_layer(energy_net) if anil else None
     log: list[dict] = []
-    K = min(cfg.tasks_per_batch, x.shape[0])
+    K = _batch_size(cfg, x.shape[0])
     for it in range(cfg.iterations):
         support, query = _sample(x, dx, K, cfg.support_points, cfg.query_points, gen)
         grads, loss = maml_meta_gradient(energy_net, {k: v.detach() for k, v in params.items()}, support, query,
@@ -105,7 +114,7 @@ def train_maml(energy_net: nn.Module, x: Tensor, dx: Tensor, cfg: GradientMetaCo
     return {k: v.detach() for k, v in params.items()}, log
 
 
-def adapt_all(energy_net: nn.Module, params: Params, x: Tensor, dx: Tensor, lr: float, steps: int,
+def adapt_all(energy_net: nn.Module, params: Params, x: Tensor, dx: Tensor, *, lr: float, steps: int,
               trainable=None, field: FieldFn = hnn_field) -> Params:
     """Gradient-descent adaptation of shared ``params`` to each of K support sets at once:
     per-task parameters with a leading dimension K."""
@@ -117,18 +126,18 @@ def batched_field(energy_net: nn.Module, task_params: Params, x: Tensor, field: 
     return vmap(lambda p, xs: field(energy_net, p, xs))(task_params, x)
 
 
-def train_reptile(energy_net: nn.Module, x: Tensor, dx: Tensor, cfg: GradientMetaConfig = GradientMetaConfig(),
+def train_reptile(energy_net: nn.Module, x: Tensor, dx: Tensor, *, config: GradientMetaConfig = GradientMetaConfig(),
                   field: FieldFn = hnn_field) -> tuple[Params, list[dict]]:
     """Reptile: adapt per task with SGD, then move the shared parameters toward the mean of the
     adapted ones, ``theta <- theta + eps (mean_k theta_k - theta)``."""
-    torch.manual_seed(cfg.seed)
+    cfg = config
     gen = torch.Generator().manual_seed(cfg.seed)
     params = {k: v.detach() for k, v in _params(energy_net).items()}
     log: list[dict] = []
-    K = min(cfg.tasks_per_batch, x.shape[0])
+    K = _batch_size(cfg, x.shape[0])
     for it in range(cfg.iterations):
         (xs, dxs), (xq, dxq) = _sample(x, dx, K, cfg.support_points, cfg.query_points, gen)
-        adapted = adapt_all(energy_net, params, xs, dxs, cfg.inner_lr, cfg.reptile_inner_steps, field=field)
+        adapted = adapt_all(energy_net, params, xs, dxs, lr=cfg.inner_lr, steps=cfg.reptile_inner_steps, field=field)
         loss = float(vmap(lambda p, a, b: field_loss(energy_net, p, a, b, field))(adapted, xq, dxq).mean())
         if not math.isfinite(loss) or not all(torch.isfinite(v).all() for v in adapted.values()):
             log.append({"iteration": it + 1, "loss": loss, "diverged": True})

@@ -16,6 +16,7 @@ ends exactly where an uninterrupted run with the same seed ends. ``metrics.csv``
 from __future__ import annotations
 
 import csv
+import hashlib
 import math
 import dataclasses
 import json
@@ -35,7 +36,7 @@ from ..nn import standardize_inputs
 from ..optim import lbfgs_closure, make_lbfgs
 from .adaptation import support_loss
 
-__all__ = ["MetaConfig", "meta_train"]
+__all__ = ["MetaConfig", "meta_train", "save_run", "load_run", "data_fingerprint"]
 
 
 @dataclass(frozen=True)
@@ -152,10 +153,27 @@ def model_signature(model: nn.Module) -> dict:
     }
 
 
+def _as_model_dtype(model: nn.Module, *tensors: Tensor) -> tuple[Tensor, ...]:
+    """The data in the model's floating dtype (float32 data for a float64 model would otherwise
+    fail deep inside torch's linear layers)."""
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+    return tuple(t if dtype is None else t.to(dtype) for t in tensors)
+
+
+def data_fingerprint(x: Tensor, dx: Tensor) -> dict:
+    """Shape, dtype and a SHA-256 digest of the training data: a checkpoint records it, and a run
+    resumed on other data (another seed, fewer systems) is refused instead of silently mixing."""
+    digest = hashlib.sha256()
+    for t in (x, dx):
+        digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return {"shape": list(x.shape), "dtype": str(x.dtype), "sha256": digest.hexdigest()}
+
+
 def meta_train(
     model: nn.Module,
     x: Tensor,
     dx: Tensor,
+    *,
     config: MetaConfig = MetaConfig(),
     run_dir: str | Path | None = None,
     progress: bool | None = None,
@@ -189,12 +207,17 @@ def meta_train(
     if not bool(torch.isfinite(x).all() and torch.isfinite(dx).all()):
         raise ValueError("training data contain NaN or inf")
     config.validate()
+    x, dx = _as_model_dtype(model, x, dx)
     S, P, _ = x.shape
-    K = min(config.tasks_per_batch, S)
-    N = min(config.points_per_task, P)
+    K, N = config.tasks_per_batch, config.points_per_task
+    if K > S:
+        raise ValueError(f"tasks_per_batch = {K} exceeds the {S} training systems; set it to at most {S}")
+    if N > P:
+        raise ValueError(f"points_per_task = {N} exceeds the {P} points per system; set it to at most {P}")
+    if config.refine_evals and config.refine_points > P:
+        raise ValueError(f"refine_points = {config.refine_points} exceeds the {P} points per system")
     standardize_inputs(model, x)  # models with input standardisation (GENERIC): from the training data
-    torch.manual_seed(config.seed)
-    gen = torch.Generator().manual_seed(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)  # every random draw of the run comes from here
     latents = config.latent_init_std * torch.randn(S, model.latent_dim, generator=gen, dtype=x.dtype)
     base_params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(base_params, lr=config.lr_base)
@@ -204,11 +227,11 @@ def meta_train(
     if config.entropy_penalty:  # a fresh run: start with entropies that grow along the data (fit.orient_entropy)
         orient_entropy(model, x[:, :64], dx[:, :64], latents)
 
+    fingerprint = data_fingerprint(x, dx)
     run_dir = Path(run_dir) if run_dir is not None else None
     ckpt_path = run_dir / "checkpoint.pt" if run_dir is not None else None
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(json.dumps(dataclasses.asdict(config), indent=2), run_dir / "config.json")
         if ckpt_path.exists():
             state = safe_load(ckpt_path, "meta-training checkpoint")
             if state.get("config") != dataclasses.asdict(config):
@@ -216,22 +239,29 @@ def meta_train(
             if "model_signature" in state and state["model_signature"] != model_signature(model):
                 raise ValueError(f"{ckpt_path} was written for a different model (class, parameter shapes or "
                                  "dtypes, or energy scale); use a new run folder")
+            if "data" in state and state["data"] != fingerprint:
+                old = state["data"]
+                raise ValueError(f"{ckpt_path} was trained on other data ({old['shape'][0]} systems x "
+                                 f"{old['shape'][1]} points, digest {old['sha256'][:12]}) than given now "
+                                 f"({S} x {P}, digest {fingerprint['sha256'][:12]}); use a new run folder")
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
             latents = state["latents"].clone()
             row_adam.load_state_dict(state["latent_adam"])
             gen.set_state(state["generator"])
-            torch.set_rng_state(state["torch_rng"])
             start, log = state["iteration"], list(state["log"])
             refine_state, refined = state.get("refine_optimizer"), state.get("refine_evals", 0)
+        # after the checks: a refused resume must not overwrite the folder's own config
+        atomic_write_text(json.dumps(dataclasses.asdict(config), indent=2), run_dir / "config.json")
 
     def save(iteration: int, refine_opt=None, refined: int = 0) -> None:
         atomic_save(
             {
                 "config": dataclasses.asdict(config), "model_signature": model_signature(model),
+                "data": fingerprint,
                 "iteration": iteration, "model": model.state_dict(),
                 "optimizer": opt.state_dict(), "latents": latents, "latent_adam": row_adam.state_dict(),
-                "generator": gen.get_state(), "torch_rng": torch.get_rng_state(), "log": log,
+                "generator": gen.get_state(), "log": log,
                 "refine_optimizer": None if refine_opt is None else refine_opt.state_dict(), "refine_evals": refined,
             },
             ckpt_path,
@@ -287,7 +317,35 @@ def meta_train(
     if config.refine_evals > refined:
         latents = _refine(model, x, dx, latents, config, refine_state, refined, log, t0,
                           save if ckpt_path is not None else None, progress, callback)
+    if run_dir is not None:
+        save_run(run_dir, model, latents, config)
     return latents, log
+
+
+def save_run(run_dir: str | Path, model: nn.Module, latents: Tensor, config: MetaConfig | None = None) -> Path:
+    """Write a finished meta-training run in the library's model format: ``run_dir/model/``
+    (:func:`sp_dynamics.save`) and ``run_dir/latents.pt`` (the training latent table).
+    :func:`load_run` reads it back with no outside knowledge."""
+    from ..serialization import save
+
+    run_dir = Path(run_dir)
+    save(model, run_dir / "model", extra={"meta_config": dataclasses.asdict(config) if config else None})
+    atomic_save({"latents": latents.detach().cpu()}, run_dir / "latents.pt")
+    return run_dir
+
+
+def load_run(run_dir: str | Path) -> tuple[nn.Module, Tensor]:
+    """The meta-trained model and its training latents (S, k) from a finished run folder."""
+    from ..serialization import load
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "model" / "model.json").exists():
+        hint = " (the run has a checkpoint but has not finished: run it again to resume)" \
+            if (run_dir / "checkpoint.pt").exists() else ""
+        raise ValueError(f"{str(run_dir)!r} holds no finished meta-training run{hint}")
+    model = load(run_dir / "model")
+    latents = safe_load(run_dir / "latents.pt", "latent table")["latents"]
+    return model, latents.to(next(model.parameters()).dtype)
 
 
 def _refine(model, x, dx, latents, config: MetaConfig, state, done: int, log, t0, save, progress,
@@ -296,7 +354,7 @@ def _refine(model, x, dx, latents, config: MetaConfig, state, done: int, log, t0
     S, P, n = x.shape
     # A fixed subsample, drawn from its own stream so that it does not depend on the Adam phase.
     g = torch.Generator().manual_seed(config.seed + 7919)
-    idx = torch.rand(S, P, generator=g).argsort(-1)[:, :min(config.refine_points, P)].unsqueeze(-1).expand(-1, -1, n)
+    idx = torch.rand(S, P, generator=g).argsort(-1)[:, :config.refine_points].unsqueeze(-1).expand(-1, -1, n)
     xr, dxr = torch.gather(x, 1, idx), torch.gather(dx, 1, idx)
     table = latents.clone().requires_grad_(True)
     params = [p for p in model.parameters() if p.requires_grad] + [table]

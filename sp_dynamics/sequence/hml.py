@@ -27,11 +27,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from .nn import MLP, gradient
+from ..nn import MLP, gradient
+from ..serialization import serializable
+from .scan import affine_scan
 
 __all__ = [
     "HamiltonianMemoryLayer", "HMLStack", "causal_conv_fft", "energy_trace", "linear_leapfrog_coefficients",
-    "matrix_powers", "phase_space", "plot_diagnostics", "scan_affine_2x2",
+    "matrix_powers", "phase_space",
 ]
 
 
@@ -51,32 +53,6 @@ def linear_leapfrog_coefficients(k: Tensor, dt: Tensor, gamma: Tensor | None = N
         decay = torch.stack([torch.ones_like(a), torch.exp(-dt * gamma).expand_as(a)], -1)
         A, u = A * decay.unsqueeze(-1), u * decay
     return A, u
-
-
-def scan_affine_2x2(A: Tensor, b: Tensor) -> Tensor:
-    """All prefix states of ``s_t = A_t s_{t-1} + b_t`` (s_{-1} = 0) along dim 1 (time).
-
-    A: (B or 1, T, D, 2, 2), b: (B, T, D, 2) -> (B, T, D, 2). Hillis--Steele doubling with the
-    composition ``(A2, b2) o (A1, b1) = (A2 A1, A2 b1 + b2)``: log2(T) rounds. The 2x2 products
-    are written out entry by entry (a batched ``@`` on 2x2 blocks is ~3x slower on CPU), and an
-    A shared over the batch (leading dim 1) is composed once, not once per sequence.
-    """
-    T = b.shape[1]
-    a11, a12, a21, a22 = A[..., 0, 0], A[..., 0, 1], A[..., 1, 0], A[..., 1, 1]
-    b1, b2 = b[..., 0], b[..., 1]
-    d = 1
-    while d < T:
-        def shift(x: Tensor, fill: float) -> Tensor:  # x_{t-d}, with the identity element before t = 0
-            return torch.cat([torch.full_like(x[:, :d], fill), x[:, :-d]], 1)
-
-        p1, p2 = shift(b1, 0.0), shift(b2, 0.0)
-        b1, b2 = a11 * p1 + a12 * p2 + b1, a21 * p1 + a22 * p2 + b2
-        if 2 * d < T:  # the last round needs no new A
-            q11, q12, q21, q22 = shift(a11, 1.0), shift(a12, 0.0), shift(a21, 0.0), shift(a22, 1.0)
-            a11, a12, a21, a22 = (a11 * q11 + a12 * q21, a11 * q12 + a12 * q22,
-                                  a21 * q11 + a22 * q21, a21 * q12 + a22 * q22)
-        d *= 2
-    return torch.stack([b1, b2], -1)
 
 
 def matrix_powers(A: Tensor, n: int) -> Tensor:
@@ -106,6 +82,7 @@ def causal_conv_fft(F_in: Tensor, kernel: Tensor) -> Tensor:
 MODES = ("loop", "scan", "fft", "reversible")
 
 
+@serializable
 class HamiltonianMemoryLayer(nn.Module):
     """One HML over sequences (B, T, I) -> (B, T, O), with final state (q, p).
 
@@ -288,7 +265,7 @@ class HamiltonianMemoryLayer(nn.Module):
                 b = u * forces.unsqueeze(-1)                                 # (B, T, D, 2)
                 if state is not None:
                     b = torch.cat([b[:, :1] + (A[:, :1] @ s0[:, None, :, :, None]).squeeze(-1), b[:, 1:]], 1)
-                s = scan_affine_2x2(A, b)
+                s = affine_scan(A, b, dim=1)
             return s[..., 0], s[..., 1]
         dts = self.step_sizes(x)
         qs, ps = [], []
@@ -378,6 +355,7 @@ class _ReversibleLeapfrog(torch.autograd.Function):
         return None, gx, gq, gp, *out
 
 
+@serializable
 class HMLStack(nn.Module):
     """Token embedding, ``n_layers`` HMLs with residual connections and LayerNorm, and a head.
 
@@ -441,46 +419,3 @@ def phase_space(layer: HamiltonianMemoryLayer, x: Tensor, channels: list[int] | 
     with torch.no_grad():
         qs, ps = layer.states(x, state)
     return qs[..., channels], ps[..., channels]
-
-
-def plot_diagnostics(layer: HamiltonianMemoryLayer, x: Tensor, channels: list[int] | None = None,
-                     marks: dict[str, int] | None = None, title: str = ""):
-    """Figure of the energy along the first sequence of x and phase portraits of some channels.
-
-    ``marks`` names time steps to draw as vertical lines (e.g. ``{"delimiter": 1009}``).
-    Returns the matplotlib figure (the caller saves or shows it).
-    """
-    import matplotlib.pyplot as plt
-
-    energy = energy_trace(layer, x[:1])
-    qs, ps = phase_space(layer, x[:1], channels)
-    channels = list(range(min(layer.D, 4))) if channels is None else list(channels)
-    fig = plt.figure(figsize=(3.2 * max(len(channels), 3), 6.4))
-    grid = fig.add_gridspec(2, len(channels))
-    ax = fig.add_subplot(grid[0, :])
-    t = torch.arange(x.shape[1])
-    ax.plot(t, energy["H"][0], lw=1, label="H(q, p)")
-    ax.plot(t, energy["H_forced"][0], lw=1, label="H - F.q (bounded while the input is constant)")
-    if "H_shadow" in energy:
-        ax.plot(t, energy["H_shadow"][0], lw=1.5, label="leapfrog's exact invariant (constant while the input is)")
-    for name, step in (marks or {}).items():
-        ax.axvline(step, color="k", ls=":", lw=0.8)
-        ax.annotate(name, (step, ax.get_ylim()[1]), fontsize=8, ha="right", va="top", rotation=90)
-    ax.set_xlabel("time step")
-    ax.set_ylabel("energy")
-    ax.legend(fontsize=8, loc="center right")
-    if title:
-        ax.set_title(title)
-    for i, c in enumerate(channels):
-        a = fig.add_subplot(grid[1, i])
-        a.plot(qs[0, :, i], ps[0, :, i], lw=0.6)
-        a.plot(qs[0, :1, i], ps[0, :1, i], "go", ms=3)
-        a.plot(qs[0, -1:, i], ps[0, -1:, i], "rs", ms=3)
-        label = f"channel {c}"
-        if layer.potential == "quadratic":
-            label += f", theta = {float(layer.rotation_angles()[c].detach()):.3f}"
-        a.set_title(label, fontsize=8)
-        a.set_xlabel("q")
-        a.set_ylabel("p")
-    fig.tight_layout()
-    return fig

@@ -1,0 +1,126 @@
+"""What every runner shares: parallel jobs, table cells, result files with their config, the
+machine line, figures, and the user-error convention.
+
+Result files: a runner writes ``<stem>.md`` (the table, with the command, machine, date and wall
+time at its top), ``<stem>.json`` (the numbers) and ``<stem>.config.json`` (the full
+configuration, so the run can be repeated) atomically into its output folder.
+
+User errors: runners raise :class:`UsageError` (or let ``ValueError`` from the library through);
+:func:`sp_dynamics.cli.main` prints it as one line and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ..config import config_dict
+from ..io import atomic_write_text
+
+__all__ = ["UsageError", "Parser", "run_jobs", "cell", "machine_line", "command_line", "write_results", "default_out",
+           "pyplot", "set_threads"]
+
+
+class UsageError(ValueError):
+    """A mistake in what the user asked for (bad option, missing file): one line, exit status 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are :class:`UsageError` (one line, exit 2 from the CLI)
+    instead of a usage block and ``SystemExit``."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def set_threads(threads: int | None) -> None:
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
+def run_jobs(fn: Callable, calls: dict, jobs: int = 1, report: Callable | None = None) -> dict:
+    """``{key: fn(*calls[key])}``, with ``jobs`` > 1 in spawned worker processes that split the
+    torch threads between them (``fn`` must be a top-level function taking ``threads=``).
+    ``report(key, result)`` is called as each result arrives."""
+    done = {}
+    if jobs < 1:
+        raise UsageError(f"--jobs must be >= 1, got {jobs}")
+    if jobs == 1:
+        for key, call in calls.items():
+            done[key] = fn(*call)
+            if report is not None:
+                report(key, done[key])
+        return done
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    threads = max(1, torch.get_num_threads() // jobs)
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(fn, *call, threads=threads): key for key, call in calls.items()}
+        for fut in as_completed(futures):
+            done[futures[fut]] = fut.result()
+            if report is not None:
+                report(futures[fut], done[futures[fut]])
+    return done
+
+
+def cell(values) -> str:
+    """A table cell: mean +- std over seeds, NaN when any seed is NaN."""
+    v = np.asarray(values, dtype=float)
+    return "NaN" if np.isnan(v).any() else f"{v.mean():.3e} ± {v.std():.1e}"
+
+
+def machine_line(wall: float, jobs: int = 1, extra: str = "") -> str:
+    """``- machine: ...; torch ...; date ...; wall time ...`` for a results header."""
+    split = f" split over {jobs} worker processes" if jobs > 1 else ""
+    return (f"- machine: {platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads{split}; "
+            f"torch {torch.__version__}; date {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; "
+            f"total wall time {wall:.0f} s{extra}")
+
+
+def command_line(prog: str, argv: list[str] | None) -> str:
+    """The command that produced a result, as a user would type it."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    return f"- command: `{prog} {' '.join(args)}`"
+
+
+def default_out(out: str | None, fallback: str | Path | None) -> Path:
+    """``--out`` if given; else the caller's fallback (``experiments/results`` for the scripts in
+    a checkout); else ``./results``."""
+    return Path(out) if out else Path(fallback) if fallback else Path("results")
+
+
+def write_results(out: Path, stem: str, text: str, payload: Any, config: Any = None) -> None:
+    """``<stem>.md``, ``<stem>.json`` and (if ``config``) ``<stem>.config.json``, atomically."""
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(text, out / f"{stem}.md")
+    atomic_write_text(json.dumps(payload, indent=1, default=float), out / f"{stem}.json")
+    if config is not None:
+        atomic_write_text(json.dumps(config_dict(config), indent=1, default=repr), out / f"{stem}.config.json")
+
+
+def pyplot():
+    """matplotlib's pyplot with the Agg backend, or None (with a one-line notice) when matplotlib
+    is not installed: figures are optional (``pip install sp-dynamics[experiments]``)."""
+    try:
+        import matplotlib
+    except ImportError:
+        print("figures skipped: matplotlib is not installed (pip install 'sp-dynamics[experiments]')", flush=True)
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
