@@ -17,7 +17,7 @@ from .brackets import (
     degeneracy_penalty,
     make_bracket,
 )
-from .data import DatasetConfig, FamilyDataset, make_family_dataset
+from .data import DatasetConfig, FamilyDataset, load_trajectories, make_family_dataset, save_trajectories
 from .derivatives import estimate_derivatives
 from .fitting import FitConfig, FitResult, fit, trajectory_loss
 from .integrators import ConvergenceError, discrete_gradient, integrate
@@ -69,6 +69,8 @@ __all__ = [
     "DatasetConfig",
     "FamilyDataset",
     "make_family_dataset",
+    "load_trajectories",
+    "save_trajectories",
     "save",
     "load",
 ]

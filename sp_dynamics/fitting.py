@@ -432,6 +432,8 @@ def _run(model, loss_of, config: FitConfig, losses: list[float], progress, callb
     with tqdm(total=config.max_iter, desc="fit", unit="eval", disable=None if progress is None else not progress) as bar:
         while len(losses) < config.max_iter:
             before = len(losses)
+            for group in opt.param_groups:  # never past max_iter evaluations in all
+                group["max_iter"] = group["max_eval"] = min(config.chunk, config.max_iter - before)
             try:
                 opt.step(closure)
             except FloatingPointError:  # the parameters are where the loss blew up: restore

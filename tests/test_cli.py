@@ -1,0 +1,103 @@
+"""The sp-dynamics command line, in process: commands, the plugin path, the user-error convention."""
+
+import json
+
+import pytest
+import torch
+
+import sp_dynamics
+from sp_dynamics.cli import main
+
+
+def _json_line(capsys) -> dict:
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("{")]
+    assert len(lines) == 1, lines
+    return json.loads(lines[0])
+
+
+def test_help_lists_every_command_and_domain_commands_from_entry_points(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for command in ("systems", "meta-train", "adapt", "evaluate", "benchmark", "fit", "copy-task", "maze"):
+        assert f"  {command} " in out
+    assert main([]) == 0
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["nope"], "unknown command 'nope'"),
+    (["benchmark", "--system", "nope"], "unknown system 'nope'"),
+    (["benchmark", "--preset", "smoke", "--set", "meta.iterations=x"], "expected int"),
+    (["benchmark", "--presett", "smoke"], "unrecognized arguments"),
+    (["adapt", "no-such-run", "--data", "x.npz"], "no finished meta-training run"),
+    (["--plugin", "no_such_module:Thing", "systems"], "cannot import 'no_such_module'"),
+    (["--plugin", "sp_dynamics:save", "systems"], "is not a System subclass"),
+    (["maze", "eval", "--size", "8"], "--size must be odd"),
+])
+def test_user_mistakes_print_one_line_and_exit_2(capsys, argv, message):
+    # Catches: a user mistake surfacing as a traceback (or exit status 1) instead of one line.
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and message in err[0], err
+
+
+def test_debug_shows_the_traceback_instead():
+    with pytest.raises(ValueError, match="unknown system"):
+        main(["--debug", "benchmark", "--system", "nope"])
+
+
+def test_plugin_system_meta_train_adapt_evaluate_and_fit(tmp_path, capsys, monkeypatch):
+    # Catches: a user's own system (given by --plugin) not reaching the commands, a run folder
+    # that cannot be reloaded without the user's settings, adapted latents not matching the
+    # data file, or a command that prints something other than one JSON line of metrics.
+    monkeypatch.syspath_prepend(str(__import__("pathlib").Path(__file__).parent))
+    run = tmp_path / "run"
+    assert main(["--plugin", "_plugin_system:Harmonic", "meta-train", "--system", "harmonic", "--preset", "smoke",
+                 "--method", "svd", "--out", str(run)]) == 0
+    assert _json_line(capsys)["systems"] == 4
+    from _plugin_system import Harmonic
+
+    sp_dynamics.register_system("harmonic", Harmonic, overwrite=True)
+    d = sp_dynamics.make_family_dataset("harmonic", seed=7, n_instances=4, n_train=2, n_traj=3, n_points=41)
+    data = tmp_path / "new.npz"
+    sp_dynamics.save_trajectories(data, d.t, d.x[2:], params=d.params[2:])
+    assert main(["adapt", str(run), "--data", str(data), "--shots", "10", "--out", str(tmp_path / "adapted")]) == 0
+    adapted = _json_line(capsys)
+    assert adapted["instances"] == 2 and len(adapted["per_instance_eps_traj"]) == 2
+    assert torch.load(tmp_path / "adapted" / "latents.pt")["latents"].shape == (2, 8)
+    assert main(["evaluate", str(run), "--data", str(data), "--latents", str(tmp_path / "adapted")]) == 0
+    scored = _json_line(capsys)
+    assert scored["eps_traj"] == pytest.approx(adapted["eps_traj"], rel=1e-9)
+    assert main(["fit", "--data", str(data), "--instance", "1", "--model", "hnn", "--set", "max_iter=20",
+                 "--set", "restarts=1", "--out", str(tmp_path / "fitted")]) == 0
+    assert _json_line(capsys)["evaluations"] <= 25
+    fitted = sp_dynamics.load(tmp_path / "fitted")
+    assert isinstance(fitted, sp_dynamics.HamiltonianNN)
+    # a data file of the wrong dimension is named, not a shape error from inside torch
+    bad = tmp_path / "bad.npz"
+    sp_dynamics.save_trajectories(bad, d.t, torch.zeros(1, 2, 41, 3))
+    assert main(["adapt", str(run), "--data", str(bad)]) == 2
+    assert "3 coordinates, the trained model takes 2" in capsys.readouterr().err
+
+
+def test_trajectory_files_in_csv_and_npz_agree(tmp_path):
+    # Catches: the CSV reader ordering samples wrongly or losing the derivative columns.
+    d = sp_dynamics.make_family_dataset("mass_spring", seed=0, n_instances=3, n_train=2, n_traj=2, n_points=11)
+    rows = ["instance,trajectory,t,x0,x1,dx0,dx1"]
+    for i in range(3):
+        for j in reversed(range(2)):  # any row order
+            for k in range(11):
+                rows.append(",".join(str(float(v)) for v in [i, j, d.t[k], *d.x[i, j, k], *d.dx[i, j, k]]))
+    (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
+    from_csv = sp_dynamics.load_trajectories(tmp_path / "d.csv")
+    assert torch.allclose(from_csv.x, d.x) and torch.allclose(from_csv.dx, d.dx)
+    (tmp_path / "ragged.csv").write_text("\n".join(rows[:-1]) + "\n")
+    with pytest.raises(ValueError, match="same number of samples"):
+        sp_dynamics.load_trajectories(tmp_path / "ragged.csv")
+    (tmp_path / "bad.csv").write_text("time,x\n0,1\n")
+    with pytest.raises(ValueError, match="header must start with instance,trajectory,t"):
+        sp_dynamics.load_trajectories(tmp_path / "bad.csv")
+    import numpy as np
+
+    np.savez(tmp_path / "nokey.npz", x=d.x.numpy())
+    with pytest.raises(ValueError, match=r"lacks the array\(s\) \['t'\]"):
+        sp_dynamics.load_trajectories(tmp_path / "nokey.npz")
