@@ -292,3 +292,27 @@ def test_a_finished_run_is_saved_in_the_model_format_and_loads_without_settings(
     assert torch.equal(loaded(0.0, x[:2], Z[:2]), model(0.0, x[:2], Z[:2]))
     with pytest.raises(ValueError, match="no finished meta-training run"):
         load_run(tmp_path / "nothing")
+
+
+@pytest.mark.parametrize("winner", [0, 1])
+def test_restarts_continue_the_best_candidate(winner, monkeypatch):
+    # Catches: a restart phase that does not carry the winner into the caller's model (the
+    # returned latents would belong to another network), or one that changes the run when the
+    # given initialisation wins (it must then equal the run without restarts).
+    from sp_dynamics.meta import training
+
+    _, x, dx = _train_data("mass_spring")
+    system = get_system("mass_spring")
+    scores = iter([1.0, 0.5, 2.0] if winner == 1 else [0.1, 0.5, 2.0])
+    monkeypatch.setattr(training._AdamRun, "score", lambda self: next(scores))
+    cfg = dataclasses.replace(CFG, restarts=3, restart_iterations=4)
+    model = _model(system)
+    z, log = meta_train(model, x, dx, config=cfg, progress=False)
+    restart_rows = [r for r in log if r["phase"].startswith("restart")]
+    assert len(restart_rows) == 3 and restart_rows[winner]["phase"].endswith("(chosen)")
+    plain = _model(system)
+    z_plain, _ = meta_train(plain, x, dx, config=CFG, progress=False)
+    same = torch.equal(z, z_plain) and all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                                               plain.state_dict().values()))
+    assert same == (winner == 0)
+    assert [r["iteration"] for r in log if r["phase"] == "adam"][-1] == CFG.iterations

@@ -1,8 +1,13 @@
-"""Meta-learning on parameter families: evolving-latent meta-training and latent auto-decoding."""
+"""Meta-learning on parameter families: evolving-latent meta-training, latent auto-decoding and
+the MAML / ANIL / Reptile / Scratch baselines, under one vocabulary (train -> adapter -> adapt,
+:mod:`.methods`), and the protocol's scoring of adapted models (:mod:`.evaluation`)."""
 
 from .adaptation import adapt_latent, adapt_latent_gauss_newton, support_loss
 from .baselines import GradientMetaConfig, adapt_all, train_maml, train_reptile, train_scratch
+from .evaluation import FunctionalField, data_region, evaluate_fields
 from .maml import maml_meta_gradient
+from .methods import (AdaptConfig, GradientAdapter, LatentAdapter, ScratchAdapter, train_gradient, train_latent,
+                      train_scratch_adapter)
 from .training import MetaConfig, load_run, meta_train, save_run
 
 __all__ = [
@@ -10,6 +15,13 @@ __all__ = [
     "meta_train",
     "save_run",
     "load_run",
+    "AdaptConfig",
+    "LatentAdapter",
+    "GradientAdapter",
+    "ScratchAdapter",
+    "train_latent",
+    "train_gradient",
+    "train_scratch_adapter",
     "adapt_latent",
     "adapt_latent_gauss_newton",
     "support_loss",
@@ -19,4 +31,7 @@ __all__ = [
     "train_reptile",
     "train_scratch",
     "adapt_all",
+    "evaluate_fields",
+    "data_region",
+    "FunctionalField",
 ]

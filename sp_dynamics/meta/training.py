@@ -67,6 +67,9 @@ class MetaConfig:
     refine_points: int = 128
     refine_history: int = 50
     refine_chunk: int = 50  # evaluations per L-BFGS call; logged and checkpointed after each
+    # Restarts of the Adam phase: R initialisations, each run for restart_iterations, best continued.
+    restarts: int = 1
+    restart_iterations: int = 300
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first setting outside its domain."""
@@ -76,6 +79,11 @@ class MetaConfig:
                      "refine_history", "refine_chunk"):
             if getattr(self, name) < 1:
                 raise ValueError(f"MetaConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.restarts < 1:
+            raise ValueError(f"MetaConfig.restarts must be >= 1, got {self.restarts}")
+        if self.restarts > 1 and not 1 <= self.restart_iterations <= self.iterations:
+            raise ValueError(f"MetaConfig.restart_iterations must be in [1, iterations = {self.iterations}] with "
+                             f"restarts > 1, got {self.restart_iterations}")
         for name in ("iterations", "n_inner", "n_outer", "refine_evals"):
             if getattr(self, name) < 0:
                 raise ValueError(f"MetaConfig.{name} must be >= 0, got {getattr(self, name)}")
@@ -169,6 +177,84 @@ def data_fingerprint(x: Tensor, dx: Tensor) -> dict:
     return {"shape": list(x.shape), "dtype": str(x.dtype), "sha256": digest.hexdigest()}
 
 
+class _AdamRun:
+    """The state of one evolving-latent Adam run: model, base optimiser, latent table with its
+    row-wise Adam, the batch generator and the log; :meth:`iteration` takes one iteration."""
+
+    def __init__(self, model: nn.Module, x: Tensor, dx: Tensor, config: MetaConfig, seed: int):
+        self.model, self.x, self.dx, self.config = model, x, dx, config
+        self.gen = torch.Generator().manual_seed(seed)  # every random draw of the run comes from here
+        self.latents = config.latent_init_std * torch.randn(x.shape[0], model.latent_dim, generator=self.gen,
+                                                            dtype=x.dtype)
+        self.base_params = [p for p in model.parameters() if p.requires_grad]
+        self.opt = torch.optim.Adam(self.base_params, lr=config.lr_base)
+        self.row_adam = _RowAdam(self.latents, config.lr_latent)
+        self.hyper = _hyper_parameters(model)
+        self.log: list[dict] = []
+        if config.entropy_penalty:  # a fresh run: start with entropies that grow along the data (fit.orient_entropy)
+            orient_entropy(model, x[:, :64], dx[:, :64], self.latents)
+
+    def regulariser(self) -> tuple[Tensor, Tensor]:
+        orth = _orth(self.model)
+        # vector_norm: gradient 0 at 0 (FW's zero-initialised hypernetwork); sqrt(sum) gives NaN
+        reg = (self.config.lam_phi * torch.linalg.vector_norm(torch.cat([p.flatten() for p in self.hyper]))
+               if self.hyper else 0.0)
+        return reg + self.config.lam_orth * orth, orth
+
+    def iteration(self, it: int, t0: float) -> dict:
+        cfg, model = self.config, self.model
+        tasks, xb, dxb = sample_tasks(self.x, self.dx, cfg.tasks_per_batch, cfg.points_per_task, self.gen)
+        scale = lr_factor(cfg, it)
+        self.row_adam.lr = cfg.lr_latent * scale
+        for group in self.opt.param_groups:
+            group["lr"] = cfg.lr_base * scale
+        # inner loop: the batch's latents, base fixed
+        for _ in range(cfg.n_inner):
+            z = self.latents[tasks].clone().requires_grad_(True)
+            loss_z = support_loss(model, xb, dxb, z, cfg.entropy_penalty).sum() + cfg.lam_z * z.norm(dim=-1).sum()
+            (gz,) = torch.autograd.grad(loss_z, z)
+            self.row_adam.step(self.latents, tasks, gz)
+        # outer loop: the base, latents fixed
+        z = self.latents[tasks]
+        for _ in range(cfg.n_outer):
+            data = support_loss(model, xb, dxb, z, cfg.entropy_penalty).mean()
+            reg, orth = self.regulariser()
+            self.opt.zero_grad()
+            (data + reg).backward()
+            torch.nn.utils.clip_grad_norm_(self.base_params, cfg.grad_clip)
+            self.opt.step()
+        if not torch.isfinite(data):
+            raise FloatingPointError(f"meta-training diverged at iteration {it} (loss {float(data.detach())})")
+        row = {"iteration": it + 1, "phase": "adam", "loss": float(data.detach()),
+               "latent_norm": float(self.latents.norm(dim=-1).mean()), "orth": float(orth.detach()),
+               "time_s": round(time.time() - t0, 3)}
+        if (it + 1) % cfg.log_every == 0 or it + 1 == cfg.iterations:
+            self.log.append(row)
+        return row
+
+    def score(self) -> float:
+        """The data loss on a fixed sample of 64 states of every system at the run's own latents:
+        what the restarts are compared by (the same sample for every candidate)."""
+        g = torch.Generator().manual_seed(12345)
+        S, P, n = self.x.shape
+        idx = torch.rand(S, P, generator=g).argsort(-1)[:, :min(64, P)].unsqueeze(-1).expand(-1, -1, n)
+        value = support_loss(self.model, torch.gather(self.x, 1, idx), torch.gather(self.dx, 1, idx), self.latents)
+        return float(value.mean().detach())
+
+
+def _candidate_model(model: nn.Module, x: Tensor, seed: int) -> nn.Module:
+    """A freshly initialised copy of ``model`` (rebuilt from its recorded constructor arguments,
+    with initial weights from ``seed``; the caller's global RNG is left as it was)."""
+    from ..serialization import _build, model_config
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        fresh = _build(model_config(model))
+    fresh = fresh.to(dtype=x.dtype, device=x.device)
+    standardize_inputs(fresh, x)
+    return fresh
+
+
 def meta_train(
     model: nn.Module,
     x: Tensor,
@@ -189,18 +275,28 @@ def meta_train(
     refinement takes the training loss from 7e-3 to 2e-5 (relative) in 500 evaluations, where
     more Adam iterations stall (``experiments/PROTOCOL.md``, "Meta-training refinement").
 
+    With ``config.restarts = R > 1`` the Adam phase first runs R initialisations -- the model as
+    given and R - 1 fresh ones -- for ``restart_iterations`` each and continues the one with the
+    lowest loss on a fixed sample of every system's data (a run that starts in a basin without
+    dissipation stays there: on DNO, SVD(3) seed 2 ended the Adam phase at a loss of 0.47 where
+    seeds 0 and 1 reached 4e-4; after 200 iterations they were already 1.9 against 0.07-0.36).
+    If the given initialisation wins, the run is the one it would have been without restarts.
+
     Args:
         model: a latent model, ``model(t, x, z)`` with x (K, N, n) and z (K, k), and a
-            ``latent_dim`` attribute (:class:`~sp_dynamics.LatentHamiltonianNN`, ...).
+            ``latent_dim`` attribute (:class:`~sp_dynamics.LatentHamiltonianNN`, ...). Restarts
+            need a model built by a ``@serializable`` class (all of the library's are).
         x, dx: training states and derivatives per system, (S, P, n): S systems, P points each
             (e.g. ``dataset.x[train_ids].reshape(S, -1, n)``).
         config: settings. run_dir: folder for checkpoint, metrics and config (resumes if a
             checkpoint is there, in either phase). progress: tqdm bar (None: only on a terminal).
-        callback: called as ``callback(step, metrics)`` after each Adam iteration and after each
-            chunk of refinement evaluations (``step`` counts iterations, then evaluations on top).
+        callback: called as ``callback(step, metrics)`` after each Adam iteration of the
+            continued run and after each chunk of refinement evaluations (``step`` counts
+            iterations, then evaluations on top).
 
     Returns:
-        The trained latent table (S, k) and the logged metrics (``phase`` "adam" or "lbfgs").
+        The trained latent table (S, k) and the logged metrics (``phase`` "adam", "restart r"
+        with each candidate's score, or "lbfgs").
     """
     if x.ndim != 3 or x.shape != dx.shape:
         raise ValueError(f"x and dx must both be (systems, points, n), got {tuple(x.shape)} and {tuple(dx.shape)}")
@@ -217,15 +313,8 @@ def meta_train(
     if config.refine_evals and config.refine_points > P:
         raise ValueError(f"refine_points = {config.refine_points} exceeds the {P} points per system")
     standardize_inputs(model, x)  # models with input standardisation (GENERIC): from the training data
-    gen = torch.Generator().manual_seed(config.seed)  # every random draw of the run comes from here
-    latents = config.latent_init_std * torch.randn(S, model.latent_dim, generator=gen, dtype=x.dtype)
-    base_params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(base_params, lr=config.lr_base)
-    row_adam = _RowAdam(latents, config.lr_latent)
-    hyper = _hyper_parameters(model)
-    start, log, refine_state, refined = 0, [], None, 0
-    if config.entropy_penalty:  # a fresh run: start with entropies that grow along the data (fit.orient_entropy)
-        orient_entropy(model, x[:, :64], dx[:, :64], latents)
+    run = _AdamRun(model, x, dx, config, config.seed)
+    start, refine_state, refined, resumed = 0, None, 0, False
 
     fingerprint = data_fingerprint(x, dx)
     run_dir = Path(run_dir) if run_dir is not None else None
@@ -245,12 +334,13 @@ def meta_train(
                                  f"{old['shape'][1]} points, digest {old['sha256'][:12]}) than given now "
                                  f"({S} x {P}, digest {fingerprint['sha256'][:12]}); use a new run folder")
             model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            latents = state["latents"].clone()
-            row_adam.load_state_dict(state["latent_adam"])
-            gen.set_state(state["generator"])
-            start, log = state["iteration"], list(state["log"])
+            run.opt.load_state_dict(state["optimizer"])
+            run.latents = state["latents"].clone()
+            run.row_adam.load_state_dict(state["latent_adam"])
+            run.gen.set_state(state["generator"])
+            start, run.log = state["iteration"], list(state["log"])
             refine_state, refined = state.get("refine_optimizer"), state.get("refine_evals", 0)
+            resumed = True
         # after the checks: a refused resume must not overwrite the folder's own config
         atomic_write_text(json.dumps(dataclasses.asdict(config), indent=2), run_dir / "config.json")
 
@@ -260,8 +350,8 @@ def meta_train(
                 "config": dataclasses.asdict(config), "model_signature": model_signature(model),
                 "data": fingerprint,
                 "iteration": iteration, "model": model.state_dict(),
-                "optimizer": opt.state_dict(), "latents": latents, "latent_adam": row_adam.state_dict(),
-                "generator": gen.get_state(), "log": log,
+                "optimizer": run.opt.state_dict(), "latents": run.latents, "latent_adam": run.row_adam.state_dict(),
+                "generator": run.gen.get_state(), "log": run.log,
                 "refine_optimizer": None if refine_opt is None else refine_opt.state_dict(), "refine_evals": refined,
             },
             ckpt_path,
@@ -269,57 +359,57 @@ def meta_train(
         with open(run_dir / "metrics.csv", "w", newline="") as fh:  # rewritten: consistent after resume
             writer = csv.DictWriter(fh, fieldnames=["iteration", "phase", "loss", "latent_norm", "orth", "time_s"])
             writer.writeheader()
-            writer.writerows(log)
-
-    def regulariser() -> tuple[Tensor, Tensor]:
-        orth = _orth(model)
-        # vector_norm: gradient 0 at 0 (FW's zero-initialised hypernetwork); sqrt(sum) gives NaN
-        reg = config.lam_phi * torch.linalg.vector_norm(torch.cat([p.flatten() for p in hyper])) if hyper else 0.0
-        return reg + config.lam_orth * orth, orth
+            writer.writerows(run.log)
 
     t0 = time.time()
+    if config.restarts > 1 and not resumed:
+        run, start = _restarts(run, model, x, dx, config, t0, progress), config.restart_iterations
+        if ckpt_path is not None:
+            save(start)
     bar = tqdm(range(start, config.iterations), initial=start, total=config.iterations, desc="meta-train",
                disable=None if progress is None else not progress)
     for it in bar:
-        tasks, xb, dxb = sample_tasks(x, dx, K, N, gen)
-        scale = lr_factor(config, it)
-        row_adam.lr = config.lr_latent * scale
-        for group in opt.param_groups:
-            group["lr"] = config.lr_base * scale
-
-        # inner loop: the batch's latents, base fixed
-        for _ in range(config.n_inner):
-            z = latents[tasks].clone().requires_grad_(True)
-            loss_z = support_loss(model, xb, dxb, z, config.entropy_penalty).sum() + config.lam_z * z.norm(dim=-1).sum()
-            (gz,) = torch.autograd.grad(loss_z, z)
-            row_adam.step(latents, tasks, gz)
-        # outer loop: the base, latents fixed
-        z = latents[tasks]
-        for _ in range(config.n_outer):
-            data = support_loss(model, xb, dxb, z, config.entropy_penalty).mean()
-            reg, orth = regulariser()
-            opt.zero_grad()
-            (data + reg).backward()
-            torch.nn.utils.clip_grad_norm_(base_params, config.grad_clip)
-            opt.step()
-        if not torch.isfinite(data):
-            raise FloatingPointError(f"meta-training diverged at iteration {it} (loss {float(data.detach())})")
-        row = {"iteration": it + 1, "phase": "adam", "loss": float(data.detach()), "latent_norm": float(latents.norm(dim=-1).mean()),
-               "orth": float(orth.detach()), "time_s": round(time.time() - t0, 3)}
-        if (it + 1) % config.log_every == 0 or it + 1 == config.iterations:
-            log.append(row)
+        row = run.iteration(it, t0)
+        if run.log and run.log[-1] is row:
             bar.set_postfix(loss=f"{row['loss']:.3e}")
         if ckpt_path is not None and ((it + 1) % config.checkpoint_every == 0 or it + 1 == config.iterations):
             save(it + 1)
         if callback is not None:
             callback(it + 1, row)
     bar.close()
+    latents = run.latents
     if config.refine_evals > refined:
-        latents = _refine(model, x, dx, latents, config, refine_state, refined, log, t0,
+        latents = _refine(model, x, dx, latents, config, refine_state, refined, run.log, t0,
                           save if ckpt_path is not None else None, progress, callback)
     if run_dir is not None:
         save_run(run_dir, model, latents, config)
-    return latents, log
+    return latents, run.log
+
+
+def _restarts(run: _AdamRun, model: nn.Module, x: Tensor, dx: Tensor, config: MetaConfig, t0: float,
+              progress) -> _AdamRun:
+    """Run ``config.restarts`` candidates for ``restart_iterations`` Adam iterations and return the
+    best one, continued in ``model`` (the caller's object holds the result)."""
+    candidates = [run] + [_AdamRun(_candidate_model(model, x, config.seed * 1000 + r), x, dx, config,
+                                   config.seed * 1000 + r) for r in range(1, config.restarts)]
+    scores = []
+    for r, cand in enumerate(tqdm(candidates, desc="meta-train restarts", disable=None if progress is None else not progress)):
+        for it in range(config.restart_iterations):
+            cand.iteration(it, t0)
+        scores.append(cand.score())
+    best = min(range(len(candidates)), key=lambda r: scores[r])
+    chosen = candidates[best]
+    if chosen is not run:  # carry the winner into the caller's model, with its optimiser state
+        model.load_state_dict(chosen.model.state_dict())
+        opt = torch.optim.Adam(run.base_params, lr=config.lr_base)
+        opt.load_state_dict(chosen.opt.state_dict())
+        chosen.model, chosen.opt, chosen.base_params = model, opt, run.base_params
+        chosen.hyper = run.hyper
+    for r, value in enumerate(scores):
+        chosen.log.append({"iteration": config.restart_iterations, "phase": f"restart {r}" + (" (chosen)" if r == best else ""),
+                           "loss": value, "latent_norm": float(candidates[r].latents.norm(dim=-1).mean()),
+                           "orth": float("nan"), "time_s": round(time.time() - t0, 3)})
+    return chosen
 
 
 def save_run(run_dir: str | Path, model: nn.Module, latents: Tensor, config: MetaConfig | None = None) -> Path:
