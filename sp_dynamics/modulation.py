@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from .nn import activation
 from .serialization import serializable
 
-__all__ = ["MODULATIONS", "ModulatedMLP", "orthogonality_penalty"]
+__all__ = ["MODULATIONS", "ModulatedMLP", "orthogonality_penalty", "model_orthogonality"]
 
 MODULATIONS = ("none", "fw", "shift", "ro", "mr", "svd")
 SVD_D_INIT = 1e-3  # initial singular values of the SVD modulation (see ModulatedMLP.__init__)
@@ -214,6 +214,12 @@ def orthogonality_penalty(net: ModulatedMLP) -> Tensor:
     return sum(
         torch.linalg.matrix_norm(U.T @ U - eye) + torch.linalg.matrix_norm(V.T @ V - eye) for U, V in zip(net.u, net.v)
     )
+
+
+def model_orthogonality(model: nn.Module) -> Tensor:
+    """The sum of :func:`orthogonality_penalty` over every SVD-modulated MLP inside ``model``."""
+    terms = [orthogonality_penalty(m) for m in model.modules() if isinstance(m, ModulatedMLP) and m.kind == "svd"]
+    return sum(terms) if terms else torch.zeros(())
 
 
 def _orthonormal(n: int, r: int) -> Tensor:

@@ -16,7 +16,6 @@ ends exactly where an uninterrupted run with the same seed ends. ``metrics.csv``
 from __future__ import annotations
 
 import csv
-import hashlib
 import math
 import dataclasses
 import json
@@ -30,11 +29,12 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from ..io import atomic_save, atomic_write_text, safe_load
-from ..modulation import ModulatedMLP, orthogonality_penalty
+from ..modulation import model_orthogonality as _orth
 from ..fitting import orient_entropy
 from ..nn import standardize_inputs
-from ..optim import lbfgs_closure, make_lbfgs
 from .adaptation import support_loss
+from .refinement import refine
+from .runs import data_fingerprint, load_run, model_signature, save_run
 
 __all__ = ["MetaConfig", "meta_train", "save_run", "load_run", "data_fingerprint"]
 
@@ -145,36 +145,11 @@ def _hyper_parameters(model: nn.Module) -> list[Tensor]:
     return [p for name, p in model.named_parameters() if ".hyper." in name]
 
 
-def _orth(model: nn.Module) -> Tensor:
-    terms = [orthogonality_penalty(m) for m in model.modules() if isinstance(m, ModulatedMLP) and m.kind == "svd"]
-    return sum(terms) if terms else torch.zeros(())
-
-
-def model_signature(model: nn.Module) -> dict:
-    """What a checkpoint must agree on with the model it is loaded into: the class, every
-    parameter's shape and dtype (``load_state_dict`` would cast a float64 checkpoint into a
-    float32 model silently) and constant settings such as an energy scale."""
-    return {
-        "class": type(model).__name__,
-        "parameters": {name: [list(p.shape), str(p.dtype)] for name, p in model.state_dict().items()},
-        "energy_scale": getattr(model, "energy_scale", None),
-    }
-
-
 def _as_model_dtype(model: nn.Module, *tensors: Tensor) -> tuple[Tensor, ...]:
     """The data in the model's floating dtype (float32 data for a float64 model would otherwise
     fail deep inside torch's linear layers)."""
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
     return tuple(t if dtype is None else t.to(dtype) for t in tensors)
-
-
-def data_fingerprint(x: Tensor, dx: Tensor) -> dict:
-    """Shape, dtype and a SHA-256 digest of the training data: a checkpoint records it, and a run
-    resumed on other data (another seed, fewer systems) is refused instead of silently mixing."""
-    digest = hashlib.sha256()
-    for t in (x, dx):
-        digest.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return {"shape": list(x.shape), "dtype": str(x.dtype), "sha256": digest.hexdigest()}
 
 
 class _AdamRun:
@@ -271,7 +246,7 @@ def meta_train(
     inner latent steps, outer base steps, on random batches of tasks and points), then, if
     ``config.refine_evals > 0``, a refinement of the data term by full-batch L-BFGS over the base
     and the whole latent table jointly, on a fixed subsample of ``refine_points`` states per
-    system (the regularisers are left out there, see ``_refine``). On the DNO family the
+    system (the regularisers are left out there, see :mod:`.refinement`). On the DNO family the
     refinement takes the training loss from 7e-3 to 2e-5 (relative) in 500 evaluations, where
     more Adam iterations stall (``experiments/PROTOCOL.md``, "Meta-training refinement").
 
@@ -379,7 +354,7 @@ def meta_train(
     bar.close()
     latents = run.latents
     if config.refine_evals > refined:
-        latents = _refine(model, x, dx, latents, config, refine_state, refined, run.log, t0,
+        latents = refine(model, x, dx, latents, config, refine_state, refined, run.log, t0,
                           save if ckpt_path is not None else None, progress, callback)
     if run_dir is not None:
         save_run(run_dir, model, latents, config)
@@ -410,93 +385,3 @@ def _restarts(run: _AdamRun, model: nn.Module, x: Tensor, dx: Tensor, config: Me
                            "loss": value, "latent_norm": float(candidates[r].latents.norm(dim=-1).mean()),
                            "orth": float("nan"), "time_s": round(time.time() - t0, 3)})
     return chosen
-
-
-def save_run(run_dir: str | Path, model: nn.Module, latents: Tensor, config: MetaConfig | None = None) -> Path:
-    """Write a finished meta-training run in the library's model format: ``run_dir/model/``
-    (:func:`sp_dynamics.save`) and ``run_dir/latents.pt`` (the training latent table).
-    :func:`load_run` reads it back with no outside knowledge."""
-    from ..serialization import save
-
-    run_dir = Path(run_dir)
-    save(model, run_dir / "model", extra={"meta_config": dataclasses.asdict(config) if config else None})
-    atomic_save({"latents": latents.detach().cpu()}, run_dir / "latents.pt")
-    return run_dir
-
-
-def load_run(run_dir: str | Path) -> tuple[nn.Module, Tensor]:
-    """The meta-trained model and its training latents (S, k) from a finished run folder."""
-    from ..serialization import load
-
-    run_dir = Path(run_dir)
-    if not (run_dir / "model" / "model.json").exists():
-        hint = " (the run has a checkpoint but has not finished: run it again to resume)" \
-            if (run_dir / "checkpoint.pt").exists() else ""
-        raise ValueError(f"{str(run_dir)!r} holds no finished meta-training run{hint}")
-    model = load(run_dir / "model")
-    latents = safe_load(run_dir / "latents.pt", "latent table")["latents"]
-    return model, latents.to(next(model.parameters()).dtype)
-
-
-def _refine(model, x, dx, latents, config: MetaConfig, state, done: int, log, t0, save, progress,
-            callback) -> Tensor:
-    """The L-BFGS refinement phase of :func:`meta_train` (resumable after ``done`` evaluations)."""
-    S, P, n = x.shape
-    # A fixed subsample, drawn from its own stream so that it does not depend on the Adam phase.
-    g = torch.Generator().manual_seed(config.seed + 7919)
-    idx = torch.rand(S, P, generator=g).argsort(-1)[:, :config.refine_points].unsqueeze(-1).expand(-1, -1, n)
-    xr, dxr = torch.gather(x, 1, idx), torch.gather(dx, 1, idx)
-    table = latents.clone().requires_grad_(True)
-    params = [p for p in model.parameters() if p.requires_grad] + [table]
-    opt = make_lbfgs(params, config.refine_chunk, config.refine_history)
-    if state is not None:
-        opt.load_state_dict(state)
-    latest: dict = {}
-
-    def objective() -> Tensor:
-        # The data term only. The locality and orthogonality regularisers shaped the latent space
-        # during the Adam phase; here they would dominate (on DNO SVD(3) after 3000 iterations
-        # they are 10x the data loss) and their norms sit at a kink (orthogonal bases: ||U^T U - I||
-        # at 0), which stalls the line search: no step in 600 evaluations (PROTOCOL.md).
-        data = support_loss(model, xr, dxr, table, config.entropy_penalty).mean()
-        latest.update(data=float(data.detach()), orth=float(_orth(model).detach()))
-        return data
-
-    counted = [0]
-    closure = lbfgs_closure(opt, params, objective, lambda _: counted.__setitem__(0, counted[0] + 1))
-    bar = tqdm(total=config.refine_evals, initial=done, desc="meta-refine (L-BFGS)", unit="eval",
-               disable=None if progress is None else not progress)
-    while done < config.refine_evals:
-        chunk = min(config.refine_chunk, config.refine_evals - done)
-        for group in opt.param_groups:
-            group["max_iter"] = group["max_eval"] = chunk
-        before = {k: v.detach().clone() for k, v in model.state_dict().items()}, table.detach().clone()
-        counted[0] = 0
-        phase = "lbfgs"
-        try:
-            opt.step(closure)
-        except FloatingPointError:  # keep the last good parameters and stop refining
-            model.load_state_dict(before[0])
-            with torch.no_grad():
-                table.copy_(before[1])
-            phase = "lbfgs-stopped: non-finite loss"
-        with torch.no_grad():
-            latents.copy_(table)
-        if phase == "lbfgs":
-            objective()  # the loss at the accepted parameters (the last evaluation may be a rejected trial)
-        step = max(counted[0], 1)
-        if phase != "lbfgs" or counted[0] <= 1:  # failed, or a zero gradient: nothing left to do
-            step = config.refine_evals - done    # (marked done, so a restart does not retry)
-        done += step
-        row = {"iteration": config.iterations + done, "phase": phase, "loss": latest.get("data", float("nan")),
-               "latent_norm": float(latents.norm(dim=-1).mean()), "orth": latest.get("orth", float("nan")),
-               "time_s": round(time.time() - t0, 3)}
-        log.append(row)
-        bar.update(step)
-        bar.set_postfix(loss=f"{row['loss']:.3e}")
-        if save is not None:
-            save(config.iterations, opt, done)
-        if callback is not None:
-            callback(row["iteration"], row)
-    bar.close()
-    return latents.detach()

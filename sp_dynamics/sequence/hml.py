@@ -16,6 +16,10 @@ channel a 2x2 symplectic map, so the whole sequence is an exact associative scan
 Rusch & Rus 2025); ``"mlp"`` -- V = sum_i k_i q_i^2 / 2 + MLP(q) (nonlinear, sequential).
 
 Dimension letters: B batch, T time, D oscillators (state size 2D), I input, O output.
+
+(One file of about 420 lines on purpose: the layer's four modes -- loop, scan, fft, reversible --
+are four evaluations of the same recurrence that the tests hold equal in values and gradients,
+and they are easiest to keep equal side by side.)
 """
 
 from __future__ import annotations
