@@ -34,3 +34,12 @@ def test_experiment_clis_refuse_bad_arguments(capsys):
                        (meta_sweep.main, ["--methods", "maml"]), (fit_trajectories.main, ["--jobs", "0"])]:
         with pytest.raises(ValueError):  # a UsageError: the CLI prints it as one line, status 2
             main(args)
+
+
+def test_generic_diagnosis_quick_writes_every_section(tmp_path):
+    from experiments import generic_diagnosis
+
+    text = generic_diagnosis.main(["--quick", "--out", str(tmp_path)])
+    for section in ("Representability", "Optimiser", "Initialisation", "guard", "Extrapolation", "Loss scaling"):
+        assert section in text
+    assert (tmp_path / "generic_diagnosis_quick.md").exists()

@@ -173,13 +173,17 @@ class MixedBracket(GenericBracket):
         state_dependent_L: ``A`` as an MLP of x. hidden: width of the ``g`` MLP.
         friction: optional callable ``x -> (..., k)`` used instead of ``g`` (e.g. a known
             log-friction law); its output is exponentiated.
+        friction_input: what ``g`` sees: ``"state"`` (x, the default) or ``"gradient"`` (grad E,
+            the thermodynamic forces: the gas containers' friction is a function of the
+            temperatures T_i = dE/dS_i alone). Either way ``M grad E = 0`` holds exactly.
         eps: guard of the projection (default :func:`guard_eps` of the dtype).
     """
 
     exact = True
 
     def __init__(self, dim: int, n_basis: int | None = None, state_dependent: bool = True,
-                 state_dependent_L: bool = False, hidden: int = 32, friction=None, eps: float | None = None):
+                 state_dependent_L: bool = False, hidden: int = 32, friction=None, eps: float | None = None,
+                 friction_input: str = "state"):
         super().__init__()
         self.dim = dim
         k = n_basis or dim
@@ -187,7 +191,9 @@ class MixedBracket(GenericBracket):
         self.A = LearnedSkew(dim, state_dependent=state_dependent_L)
         self.xi = nn.Parameter(torch.randn(k, dim, dim) / math.sqrt(dim))
         self.C = nn.Parameter(torch.randn(k, k) / math.sqrt(k))
-        self.friction = friction
+        if friction_input not in ("state", "gradient"):
+            raise ValueError(f"friction_input must be 'state' or 'gradient', got {friction_input!r}")
+        self.friction, self.friction_input = friction, friction_input
         self.g = None
         if state_dependent and friction is None:
             self.g = nn.Sequential(nn.Linear(dim, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(),
@@ -206,10 +212,12 @@ class MixedBracket(GenericBracket):
     def _rows(self, dE: Tensor) -> Tensor:
         return BasisBracket._rows(self.xi, dE)  # (..., k, n), rows Xi_k dE up to sign
 
-    def _log_d(self, x: Tensor) -> Tensor | None:
+    def _log_d(self, x: Tensor, dE: Tensor) -> Tensor | None:
         if self.friction is not None:
             return self.friction(x)
-        return None if self.g is None else self.g(x)
+        if self.g is None:
+            return None
+        return self.g(dE if self.friction_input == "gradient" else x)
 
     def terms(self, x, dE, dS):
         eps = self.eps
@@ -217,7 +225,7 @@ class MixedBracket(GenericBracket):
         W = self._rows(dE)
         C = self.C.to(dE.dtype)
         u = _matvec(C.transpose(-1, -2), _matvec(W, dS))            # (..., k)
-        log_d = self._log_d(x)
+        log_d = self._log_d(x, dE)
         if log_d is not None:
             u = u * torch.exp(log_d.to(dE.dtype))
         m_dS = _matvec(W.transpose(-1, -2), _matvec(C, u))
@@ -228,7 +236,7 @@ class MixedBracket(GenericBracket):
         L = P_S @ self.A.matrix(x).to(dE.dtype) @ P_S
         W = self._rows(dE)
         C = self.C.to(dE.dtype)
-        log_d = self._log_d(x)
+        log_d = self._log_d(x, dE)
         if log_d is None:
             D = C @ C.transpose(-1, -2)
         else:

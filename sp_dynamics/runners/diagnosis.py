@@ -16,7 +16,8 @@ and gas containers (instance 70), all trajectories with exact derivatives, float
    L-BFGS evaluations, without and with the entropy-orientation term of ``fit``;
 4. the eps guard of the projections: the smallest |grad S|^2 met on the data against the guard;
 5. the integrator behind eps_traj: dopri5 at the protocol's tolerances against 1000x tighter;
-6. extrapolation: eps_field on the protocol grid (S = 0) against the data region.
+6. extrapolation: eps_field on the protocol grid (S = 0) against the data region;
+7. the loss scaling: errors relative to the total mean square against per-coordinate ones.
 
 Writes ``generic_diagnosis.md``.
 """
@@ -70,7 +71,7 @@ def representability(evals: int) -> list[str]:
     return rows
 
 
-def optimiser(evals: int) -> tuple[list[str], GENERICNet]:
+def optimiser(evals: int, traj: int = 10) -> tuple[list[str], GENERICNet]:
     system, data, mu, x, dx = _data("dno", 70)
     rows = ["| optimiser | relative loss | eps_traj |", "|---|---|---|"]
     models = {}
@@ -91,10 +92,30 @@ def optimiser(evals: int) -> tuple[list[str], GENERICNet]:
         else:
             fit(model, x, dx, config=FitConfig(max_iter=evals, restarts=1, plateau_rtol=0.0), progress=False)
         loss = float(derivative_loss(model, x, dx).detach())
-        pred = rollout(model, data.x[70, :, 0], data.t)
-        rows.append(f"| {opt_name} ({evals} evaluations) | {loss:.2e} | {float(eps_traj(pred, data.x[70]).mean()):.2e} |")
+        pred = rollout(model, data.x[70, :traj, 0], data.t)
+        rows.append(f"| {opt_name} ({evals} evaluations) | {loss:.2e} | {float(eps_traj(pred, data.x[70, :traj]).mean()):.2e} |")
         models[opt_name] = model
     return rows, models["lbfgs"]
+
+
+def weighting(evals: int, restarts: int = 4, traj: int = 10) -> list[str]:
+    """The loss scaling: the DNO entropy rate is small next to q' and p' (its mean square is about
+    1/20 of theirs on instance 70); "coordinate" weighting divides each coordinate's error by its
+    own mean square, "global" (the default) by the total."""
+    system, data, mu, x, dx = _data("dno", 70)
+    ms = dx.pow(2).mean(0)
+    rows = [f"mean square of the targets per coordinate (q', p', S'): {', '.join(f'{v:.3g}' for v in ms.tolist())}", "",
+            "| weighting | relative error q' | p' | S' | eps_traj |", "|---|---|---|---|---|"]
+    for kind in ("global", "coordinate"):
+        torch.manual_seed(0)
+        model = GENERICNet(3).double()
+        fit(model, x, dx, config=FitConfig(max_iter=evals, weighting=kind, restarts=restarts), progress=False)
+        with torch.no_grad():
+            err = ((model(0.0, x) - dx).pow(2).mean(0) / ms).sqrt()
+        pred = rollout(model, data.x[70, :traj, 0], data.t)
+        rows.append(f"| {kind} | {err[0]:.2e} | {err[1]:.2e} | {err[2]:.2e} | "
+                    f"{float(eps_traj(pred, data.x[70, :traj]).mean()):.2e} |")
+    return rows
 
 
 def initialisation(evals: int, starts: int = 8) -> list[str]:
@@ -115,12 +136,12 @@ def initialisation(evals: int, starts: int = 8) -> list[str]:
     return rows
 
 
-def guard_and_integrator(model: GENERICNet) -> list[str]:
+def guard_and_integrator(model: GENERICNet, traj: int = 10) -> list[str]:
     system, data, mu, x, dx = _data("dno", 70)
     dS = model.gradients(x)[1].detach()
     smallest = float(dS.pow(2).sum(-1).min())
     eps = guard_eps(torch.float64)
-    x0, xt = data.x[70, :, 0], data.x[70]
+    x0, xt = data.x[70, :traj, 0], data.x[70, :traj]
     loose = float(eps_traj(rollout(model, x0, data.t), xt).mean())
     tight = float(eps_traj(rollout(model, x0, data.t, rtol=1e-10, atol=1e-12), xt).mean())
     return [f"- smallest |grad S|^2 on the data {smallest:.2e} against the float64 guard {eps:.0e}: the guard changes "
@@ -129,13 +150,13 @@ def guard_and_integrator(model: GENERICNet) -> list[str]:
             f"{tight:.3e}."]
 
 
-def extrapolation(model: GENERICNet) -> list[str]:
+def extrapolation(model: GENERICNet, evals: int = 1000) -> list[str]:
     system, data, mu, x, dx = _data("dno", 70)
     grid = system.field_grid(50)
     true = system.dynamics(mu)
     known = GENERICNet(3, bracket=KnownBracket(lambda y: system.L(mu, y), lambda y: system.M(mu, y), 3)).double()
     torch.manual_seed(0)
-    fit(known, x, dx, config=FitConfig(max_iter=1000, restarts=1), progress=False)
+    fit(known, x, dx, config=FitConfig(max_iter=evals, restarts=1), progress=False)
     region = data_region(system, data, grid, 70)
     rows = ["| model | eps_field, protocol grid (S = 0) | eps_field, data region |", "|---|---|---|"]
     for label, m in (("mixed bracket, learned E, S", model), ("true L and M, learned E, S", known)):
@@ -152,13 +173,16 @@ def main(argv=None, *, default_results=None, prog: str = "sp-dynamics diagnose-g
     evals = 30 if args.quick else 1000
     start = time.time()
     sections = ["## 1. Representability (bracket parameters fitted, true E and S)", "", *representability(evals), ""]
-    opt_rows, model = optimiser(60 if args.quick else 3000)
+    traj = 1 if args.quick else 10  # quick: one rollout per model (a smoke run)
+    opt_rows, model = optimiser(60 if args.quick else 3000, traj)
     sections += ["## 2. Optimiser (DNO instance 70, mixed bracket, learned E and S)", "", *opt_rows, ""]
     sections += ["## 3. Initialisation (DNO instance 76, no restarts)", "",
                  *initialisation(10 if args.quick else 100, 2 if args.quick else 8), ""]
     sections += ["## 4-5. Projection guard and the rollout integrator (the L-BFGS model of section 2)", "",
-                 *guard_and_integrator(model), ""]
-    sections += ["## 6. Extrapolation in S (DNO instance 70)", "", *extrapolation(model), ""]
+                 *guard_and_integrator(model, traj), ""]
+    sections += ["## 6. Extrapolation in S (DNO instance 70)", "", *extrapolation(model, 20 if args.quick else 1000), ""]
+    sections += ["## 7. Loss scaling (DNO instance 70, sp_dynamics.fit, mixed bracket)", "",
+                 *(weighting(30, restarts=1, traj=1) if args.quick else weighting(3000)), ""]
     header = [
         "# Why the GENERIC networks did not learn: measurements",
         "",
