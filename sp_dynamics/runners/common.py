@@ -45,6 +45,21 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str):
         raise UsageError(f"{self.prog}: {message}")
 
+    def add_run_options(self, jobs: bool = True) -> None:
+        """The options every experiment runner shares: ``--set``, ``--jobs`` and ``--out``."""
+        self.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                          help="override a setting of the preset (repeatable, type-checked)")
+        if jobs:
+            self.add_argument("--jobs", type=int, default=1, help="runs in parallel worker processes")
+        self.add_argument("--out", default=None, help="results folder (default ./results; experiments/results "
+                                                      "from a checkout)")
+
+    def parse_args(self, args=None, namespace=None):
+        ns = super().parse_args(args, namespace)
+        if getattr(ns, "jobs", 1) < 1:
+            self.error(f"--jobs must be >= 1, got {ns.jobs}")
+        return ns
+
 
 def set_threads(threads: int | None) -> None:
     if threads is not None:

@@ -140,13 +140,8 @@ def main(argv=None, *, default_results=None, prog: str = "sp-dynamics fit-instan
     parser.add_argument("--bracket", default="mixed", choices=BRACKETS)
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
     parser.add_argument("--instances", type=int, nargs="+", default=None)
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="e.g. --set fit.max_iter=1000")
-    parser.add_argument("--jobs", type=int, default=1)
-    parser.add_argument("--out", default=None)
+    parser.add_run_options(jobs=True)
     args = parser.parse_args(argv)
-    if args.jobs < 1:
-        raise UsageError(f"--jobs must be >= 1, got {args.jobs}")
     system = get_system(args.system)
     cfg = apply_overrides(PRESETS[args.preset], args.overrides)
     if args.seeds:

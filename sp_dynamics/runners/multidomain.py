@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import config_hash
+from ..config import apply_overrides, config_hash
 from ..data import make_family_dataset
 from ..meta.evaluation import evaluate_fields
 from ..registry import get_system
@@ -45,11 +45,10 @@ def pooled_training_data(cfg) -> tuple[torch.Tensor, torch.Tensor, dict]:
     return torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs]), datasets
 
 
-def run_one(method: str, seed: int, preset: str, run_dir: Path, threads: int | None = None) -> tuple[dict, float]:
+def run_one(method: str, seed: int, cfg, run_dir: Path, threads: int | None = None) -> tuple[dict, float]:
     """Meta-train one method on the pooled families and evaluate it on each family's test set."""
     set_threads(threads)
     t0 = time.time()
-    cfg = config_for("pendulum", preset)  # rank 5 on the three Hamiltonian families
     x, dx, datasets = pooled_training_data(cfg)
     adapter = latent_adapter(method, get_system(FAMILIES[0]), cfg, x, dx, seed, run_dir)
     scores = {}
@@ -63,34 +62,31 @@ def main(argv=None, *, default_results=None, prog: str = "sp-dynamics multidomai
     parser.add_argument("--preset", default="quick", choices=sorted(PRESETS))
     parser.add_argument("--methods", nargs="+", default=["svd", "fw"])
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
-    parser.add_argument("--jobs", type=int, default=1, help="(method, seed) runs in parallel worker processes")
-    parser.add_argument("--out", default=None)
+    parser.add_run_options(jobs=True)
     args = parser.parse_args(argv)
-    if args.jobs < 1:
-        raise UsageError(f"--jobs must be >= 1, got {args.jobs}")
     unknown = set(args.methods) - set(MODULATION)
     if unknown:
         raise UsageError(f"unknown or unsupported method(s) {sorted(unknown)}; the multi-domain base runs {MODULATION}")
-    seeds = tuple(args.seeds) if args.seeds else config_for("pendulum", args.preset).seeds
+    cfg = apply_overrides(config_for("pendulum", args.preset, args.seeds), args.overrides)  # rank 5 on all three
+    seeds = cfg.seeds
     out = default_out(args.out, default_results)
-    cfg = config_for("pendulum", args.preset)
     run_dir = out / "runs" / f"meta-multidomain-{args.preset}-{config_hash(cfg)}"
-    pooled_training_data(config_for("pendulum", args.preset))  # datasets cached once, before any worker
+    pooled_training_data(cfg)  # datasets cached once, before any worker
     start = time.time()
-    done = run_jobs(run_one, {(m, s): (m, s, args.preset, run_dir) for m in args.methods for s in seeds}, args.jobs)
+    done = run_jobs(run_one, {(m, s): (m, s, cfg, run_dir) for m in args.methods for s in seeds}, args.jobs)
     results = {m: {name: {k: [done[(m, s)][0][name][k] for s in seeds] for k in METRICS} for name in FAMILIES}
                | {"wall_time_s": sum(done[(m, s)][1] for s in seeds)} for m in args.methods}
     for m in args.methods:
         for name in FAMILIES:
             print(f"{m:6s} {name:12s} " + "  ".join(f"{k} {np.mean(results[m][name][k]):.3e}" for k in METRICS))
-    table = _table(args, seeds, results, time.time() - start, command_line(prog, argv))
+    table = _table(args, cfg, results, time.time() - start, command_line(prog, argv))
     print(table)
     write_results(out, f"meta_multidomain_{args.preset}", table, results, {"args": vars(args), "config": cfg})
     return results
 
 
-def _table(args, seeds, results, wall, command) -> str:
-    cfg = config_for("pendulum", args.preset)
+def _table(args, cfg, results, wall, command) -> str:
+    seeds = cfg.seeds
     lines = [
         f"# Multi-domain base (Duffing + mass-spring + pendulum), preset `{args.preset}`",
         "",

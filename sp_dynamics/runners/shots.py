@@ -80,8 +80,7 @@ def main(argv: list[str] | None = None, *, default_results=None, prog: str = "sp
     parser.add_argument("--method", nargs="+", default=["svd"], choices=MODULATION)
     parser.add_argument("--shots", type=int, nargs="+", default=list(SHOTS))
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--out", default=None)
+    parser.add_run_options(jobs=False)
     args = parser.parse_args(argv)
     if min(args.shots) < 1:
         raise UsageError("--shots must be >= 1")

@@ -77,12 +77,8 @@ def main(argv=None, *, default_results=None, prog: str = "sp-dynamics sweep") ->
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
     parser.add_argument("--lam-z", type=float, nargs="+", default=list(LAM_Z))
     parser.add_argument("--lam-phi", type=float, nargs="+", default=list(LAM_PHI))
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--jobs", type=int, default=1)
-    parser.add_argument("--out", default=None)
+    parser.add_run_options(jobs=True)
     args = parser.parse_args(argv)
-    if args.jobs < 1:
-        raise UsageError(f"--jobs must be >= 1, got {args.jobs}")
     bad = set(args.methods) - set(MODULATION)
     if bad:
         raise UsageError(f"the sweep is over the modulation methods {MODULATION}; got {sorted(bad)}")

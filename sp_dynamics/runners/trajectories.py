@@ -120,12 +120,8 @@ def main(argv=None, *, default_results=None, prog: str = "sp-dynamics fit-trajec
     parser.add_argument("--preset", default="full", choices=sorted(PRESETS))
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--jobs", type=int, default=1)
-    parser.add_argument("--out", default=None)
+    parser.add_run_options(jobs=True)
     args = parser.parse_args(argv)
-    if args.jobs < 1:
-        raise UsageError(f"--jobs must be >= 1, got {args.jobs}")
     system = get_system(args.system)
     cfg = apply_overrides(PRESETS[args.preset], args.overrides)
     if args.seeds:
