@@ -40,8 +40,8 @@ from ..meta.methods import (GRADIENT_METHODS, LATENT_METHODS, AdaptConfig, train
 from ..models import GENERICNet, LatentGENERICNet, LatentHamiltonianNN
 from ..nn import MLP
 from ..registry import get_system
-from .common import (Parser, UsageError, cell, command_line, default_out, machine_line, run_jobs, set_threads,
-                     write_results)
+from .common import (Parser, UsageError, cell, command_line, default_out, generic_model_kwargs, machine_line,
+                     run_jobs, set_threads, write_results)
 from .figures import energy_figure, portrait_figure
 
 MODULATION = LATENT_METHODS
@@ -145,7 +145,8 @@ def latent_model(method: str, system, cfg: BenchConfig, x, dx) -> nn.Module:
     n = system.dim
     rank = cfg.rank if method in ("mr", "svd") else 1
     if system.is_generic:
-        return LatentGENERICNet(n, kind=method, rank=rank, latent_dim=cfg.latent_dim).double()
+        return LatentGENERICNet(n, kind=method, rank=rank, latent_dim=cfg.latent_dim,
+                                **generic_model_kwargs(system.name)).double()
     return LatentHamiltonianNN(n, kind=method, rank=rank, latent_dim=cfg.latent_dim,
                                energy_scale=energy_scale(cfg, x, dx)).double()
 
@@ -183,7 +184,7 @@ def build_adapter(method: str, system, data, cfg: BenchConfig, seed: int, run_di
     torch.manual_seed(seed)  # the runner owns the global RNG: it seeds the initial weights
     if system.is_generic:
         def make_net():
-            return GENERICNet(system.dim).to(dtype)
+            return GENERICNet(system.dim, **generic_model_kwargs(system.name)).to(dtype)
         fn = generic_field
     else:
         # No energy scale here: with it (and the untuned inner lr 1e-2) MAML's adapted fields
@@ -246,11 +247,12 @@ def run_one(system_name: str, method: str, seed: int, cfg: BenchConfig, run_dir:
     return metrics, time.time() - t0
 
 
-def training_hash(cfg: BenchConfig) -> str:
-    """Hash of every setting that changes a meta-trained checkpoint: runs that differ in any of them
-    get different run folders, runs that differ only in adaptation or evaluation share one."""
+def training_hash(cfg: BenchConfig, system: str | None = None) -> str:
+    """Hash of every setting that changes a meta-trained checkpoint (with ``system``, also its
+    per-system model choices, :data:`~.common.GENERIC_MODEL`): runs that differ in any of them get
+    different run folders, runs that differ only in adaptation or evaluation share one."""
     return config_hash((cfg.meta, cfg.grad, cfg.rank, cfg.latent_dim, cfg.energy_scale, cfg.dtype, cfg.dataset,
-                        cfg.noise_std, cfg.targets))
+                        cfg.noise_std, cfg.targets) + ((model,) if (model := generic_model_kwargs(system or "")) else ()))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -282,7 +284,7 @@ def main(argv: list[str] | None = None, *, default_results: str | Path | None = 
     out = default_out(args.out, default_results)
     # Every training setting is in the run folder's name, so a changed setting never resumes (or
     # is refused by) a checkpoint of another experiment.
-    run_dir = out / "runs" / f"meta-{args.system}-{args.preset}-{training_hash(cfg)}"
+    run_dir = out / "runs" / f"meta-{args.system}-{args.preset}-{training_hash(cfg, args.system)}"
     tag = args.tag or (f"set-{config_hash(args.overrides, 6)}" if args.overrides else "")
     stem = "_".join([f"meta_{args.system}_{args.preset}"] + ([tag] if tag else []))
     training_data(make_family_dataset(args.system, seed=0, **cfg.dataset), cfg)  # cached once, before any worker

@@ -30,6 +30,18 @@ __all__ = ["UsageError", "Parser", "run_jobs", "cell", "machine_line", "command_
            "pyplot", "set_threads"]
 
 
+# Per-system choices of the GENERIC model class used by the runners (everything else uses the
+# library defaults). Gas containers: the friction law gamma / (T1 T2)^2 is a function of the
+# temperatures T_i = dE/dS_i alone, and a friction network fed grad E instead of x took a
+# single-instance fit (instance 70, seed 0) from eps_traj 9.8e-3 to 2.1e-3 (PROTOCOL.md).
+GENERIC_MODEL = {"gas_containers": {"friction_input": "gradient"}}
+
+
+def generic_model_kwargs(system_name: str) -> dict:
+    """Bracket keyword arguments the runners use for a GENERIC system (see ``GENERIC_MODEL``)."""
+    return dict(GENERIC_MODEL.get(system_name, {}))
+
+
 class UsageError(ValueError):
     """A mistake in what the user asked for (bad option, missing file): one line, exit status 2."""
 

@@ -32,7 +32,7 @@ from ..meta.evaluation import data_region, safe_rollout, structure_rates
 from ..metrics import eps_field, eps_traj
 from ..models import GENERICNet, HamiltonianNN
 from ..registry import get_system
-from .common import Parser, UsageError, cell, command_line, default_out, machine_line, run_jobs, set_threads, write_results
+from .common import Parser, UsageError, cell, generic_model_kwargs, command_line, default_out, machine_line, run_jobs, set_threads, write_results
 
 BRACKETS = ("mixed", "projection", "projection_sd", "basis")
 
@@ -59,7 +59,8 @@ def build_model(system, bracket: str) -> torch.nn.Module:
         from sp_dynamics.brackets import ProjectionBracket
 
         return GENERICNet(system.dim, bracket=ProjectionBracket(system.dim, state_dependent=True)).double()
-    return GENERICNet(system.dim, bracket=bracket).double()
+    kwargs = generic_model_kwargs(system.name) if bracket == "mixed" else {}
+    return GENERICNet(system.dim, bracket=bracket, **kwargs).double()
 
 
 def fit_one(system_name: str, bracket: str, cfg: FitBenchConfig, instance: int, seed: int, threads: int = 0) -> dict:
@@ -97,7 +98,9 @@ def report(system, bracket: str, cfg: FitBenchConfig, preset: str, rows: list[di
         command,
         machine_line(wall),
         f"- preset `{preset}`; seeds {list(cfg.seeds)}; model: "
-        + (f"`GENERICNet({system.dim}, bracket={bracket!r})`" if generic else f"`HamiltonianNN({system.dim})`")
+        + (f"`GENERICNet({system.dim}, bracket={bracket!r}"
+           + "".join(f", {k}={v!r}" for k, v in (generic_model_kwargs(system.name) if bracket == "mixed" else {}).items())
+           + ")`" if generic else f"`HamiltonianNN({system.dim})`")
         + f" (3 x 64 tanh E and S networks), float64; trainer settings `{cfg.fit}`",
         "- data: all 10 trajectories x 101 states of the instance with exact derivatives (protocol v1, seed 0)",
         "- eps_field (data region): the protocol grid's points within two grid spacings of the instance's "

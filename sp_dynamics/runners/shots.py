@@ -34,7 +34,7 @@ INITS = ("mean", "zero")
 def sweep(system_name: str, cfg, method: str, ks: list[int], out: Path, preset: str) -> dict:
     system = get_system(system_name)
     data = make_family_dataset(system_name, seed=0, **cfg.dataset)
-    run_dir = out / "runs" / f"meta-{system_name}-{preset}-{training_hash(cfg)}"
+    run_dir = out / "runs" / f"meta-{system_name}-{preset}-{training_hash(cfg, system_name)}"
     results: dict = {init: {K: [] for K in ks} for init in INITS}
     for seed in cfg.seeds:
         adapter = build_adapter(method, system, data, cfg, seed, run_dir)

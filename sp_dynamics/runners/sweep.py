@@ -36,7 +36,7 @@ def sweep_cell(system: str, method: str, seed: int, cfg, lam_z: float, lam_phi: 
                threads: int | None = None):
     """One (method, seed) run at one (lambda_z, lambda_phi) cell: a top-level function for workers."""
     cfg = dataclasses.replace(cfg, meta=dataclasses.replace(cfg.meta, lam_z=lam_z, lam_phi=lam_phi))
-    return run_one(system, method, seed, cfg, Path(root) / f"lz{lam_z:g}-lp{lam_phi:g}-{training_hash(cfg)}", None,
+    return run_one(system, method, seed, cfg, Path(root) / f"lz{lam_z:g}-lp{lam_phi:g}-{training_hash(cfg, system)}", None,
                    threads)
 
 
