@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml constraints-cpu.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m experiments.meta_benchmark --system pendulum --preset quick --out runs/meta-quick
+	$(VENV)/bin/sp-dynamics benchmark --system pendulum --preset quick --out runs/meta-quick
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 -q

@@ -106,3 +106,36 @@ def test_save_refuses_what_it_cannot_rebuild_and_load_names_bad_folders(tmp_path
     (path / "model.json").write_text(json.dumps(description))
     with pytest.raises(ValueError, match="do not fit"):
         sp_dynamics.load(path)
+
+
+def test_library_trainers_leave_the_global_rng_alone():
+    # Catches: library functions that reseed torch's global RNG (a caller's own random stream
+    # would silently restart from the library's seed).
+    from sp_dynamics import make_family_dataset
+    from sp_dynamics.meta import GradientMetaConfig, MetaConfig, meta_train, train_maml
+    from sp_dynamics.nn import MLP
+
+    d = make_family_dataset("mass_spring", seed=0, n_instances=5, n_train=4, n_traj=2, n_points=11)
+    x, dx = d.x[:4].reshape(4, -1, 2), d.dx[:4].reshape(4, -1, 2)
+    torch.manual_seed(1234)
+    before = torch.get_rng_state()
+    model = LatentHamiltonianNN(2, kind="svd", rank=2, latent_dim=3, hidden=8, depth=1, hyper_hidden=8).double()
+    net = MLP(2, 1, hidden=8, depth=1).double()
+    after_init = torch.get_rng_state()  # building the models draws from the global RNG, as torch does
+    meta_train(model, x, dx, config=MetaConfig(iterations=2, tasks_per_batch=2, points_per_task=8, restarts=2,
+                                               restart_iterations=1, refine_evals=3, refine_points=8), progress=False)
+    train_maml(net, x, dx,
+               config=GradientMetaConfig(iterations=1, tasks_per_batch=2, support_points=4, query_points=4))
+    assert torch.equal(torch.get_rng_state(), after_init) and not torch.equal(before, after_init)
+
+
+def test_library_sources_name_no_issue_numbers():
+    # Catches: docstrings and help texts that point at the project's issue tracker instead of
+    # saying what they mean.
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    offenders = [str(p.relative_to(root)) for pkg in ("sp_dynamics", "metriplector", "systems")
+                 for p in (root / pkg).rglob("*.py") if re.search(r"\bissue\s+#?\d+", p.read_text(), re.I)]
+    assert not offenders

@@ -96,3 +96,13 @@ def test_divergence_is_recorded_not_raised():
     assert len(log) == 1 and log[-1]["diverged"] and not math.isfinite(log[-1]["loss"])
     _, log = train_maml(_net(), x, nan_targets, config=CFG)
     assert len(log) == 1 and log[-1]["diverged"]
+
+
+def test_batches_larger_than_the_family_are_refused():
+    # Catches: tasks_per_batch larger than the number of systems being clipped silently.
+    import pytest
+
+    _, x, dx = _family()
+    with pytest.raises(ValueError, match="tasks_per_batch"):
+        train_maml(_net(), x, dx, config=GradientMetaConfig(iterations=1, tasks_per_batch=x.shape[0] + 1,
+                                                            support_points=4, query_points=4))
