@@ -361,12 +361,17 @@ def meta_train(
     return latents, run.log
 
 
+RESTART_SEED_STRIDE = 104729
+
+
 def _restarts(run: _AdamRun, model: nn.Module, x: Tensor, dx: Tensor, config: MetaConfig, t0: float,
               progress) -> _AdamRun:
     """Run ``config.restarts`` candidates for ``restart_iterations`` Adam iterations and return the
     best one, continued in ``model`` (the caller's object holds the result)."""
-    candidates = [run] + [_AdamRun(_candidate_model(model, x, config.seed * 1000 + r), x, dx, config,
-                                   config.seed * 1000 + r) for r in range(1, config.restarts)]
+    # Candidate r > 0 draws its initial weights, latents and batches from seed + 104729 r (a prime
+    # stride), so no candidate of one run shares a seed with another run of a small seed.
+    seeds = [config.seed + RESTART_SEED_STRIDE * r for r in range(1, config.restarts)]
+    candidates = [run] + [_AdamRun(_candidate_model(model, x, s), x, dx, config, s) for s in seeds]
     scores = []
     for r, cand in enumerate(tqdm(candidates, desc="meta-train restarts", disable=None if progress is None else not progress)):
         for it in range(config.restart_iterations):
