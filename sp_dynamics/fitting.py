@@ -37,8 +37,8 @@ import torch
 from torch import Tensor, nn
 
 from ._checks import check_finite
-from .losses import (WEIGHTINGS, _generic_derivative_loss, _uniform_step, _weights, derivative_loss,
-                     entropy_orientation, trajectory_loss)
+from .losses import (TRAJECTORY_METHODS, WEIGHTINGS, _generic_derivative_loss, _uniform_step, _weights,
+                     derivative_loss, entropy_orientation, trajectory_loss)
 from .optim import lbfgs_closure, make_lbfgs
 from .nn import standardize_inputs
 
@@ -94,6 +94,8 @@ class FitConfig:
         for name in ("max_iter", "restarts", "restart_iter", "history", "chunk", "plateau_window", "horizon", "substeps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"FitConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.method not in TRAJECTORY_METHODS:
+            raise ValueError(f"FitConfig.method must be one of {TRAJECTORY_METHODS}, got {self.method!r}")
         if self.weighting not in WEIGHTINGS:
             raise ValueError(f"FitConfig.weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
         if not 0 <= self.plateau_rtol < 1:

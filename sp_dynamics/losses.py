@@ -12,12 +12,15 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .integrators import discrete_gradient, integrate
+from .integrators import FIXED_STEP_METHODS, discrete_gradient, integrate
 
-__all__ = ["derivative_loss", "trajectory_loss", "entropy_orientation", "WEIGHTINGS", "RESIDUAL_METHODS"]
+__all__ = ["derivative_loss", "trajectory_loss", "entropy_orientation", "WEIGHTINGS", "RESIDUAL_METHODS",
+           "TRAJECTORY_METHODS"]
 
 WEIGHTINGS = ("global", "coordinate")
 RESIDUAL_METHODS = ("implicit_midpoint", "discrete_gradient")
+# the fixed-step integrators a trajectory loss can step with (adaptive solvers have no fixed step)
+TRAJECTORY_METHODS = FIXED_STEP_METHODS
 
 
 def _weights(dx: Tensor, weighting: str) -> Tensor:
@@ -99,6 +102,8 @@ def trajectory_loss(model, t: Tensor, x: Tensor, *, method: str = "implicit_midp
 
     Shapes: t (T,), x (J, T, n) or (T, n).
     """
+    if method not in TRAJECTORY_METHODS:
+        raise ValueError(f"unknown trajectory-loss method {method!r}; choose from {TRAJECTORY_METHODS}")
     if x.ndim == 2:
         x = x.unsqueeze(0)
     if x.ndim != 3 or t.ndim != 1 or x.shape[1] != t.shape[0]:

@@ -166,6 +166,10 @@ def test_fit_config_and_dataset_noise_are_validated():
         FitConfig(restarts=0).validate()
     with pytest.raises(ValueError, match="weighting"):
         FitConfig(weighting="per-point").validate()
+    # Catches: a method name the trajectory loss does not know (e.g. "midpoint") silently falling
+    # through to one of torchdiffeq's explicit solvers.
+    with pytest.raises(ValueError, match="FitConfig.method"):
+        FitConfig(method="midpoint").validate()
     with pytest.raises(ValueError, match="noise_std"):
         make_family_dataset("dno", seed=0, noise_std=-0.1, **TINY)
 

@@ -10,7 +10,7 @@ for derivative matching, on the derivatives, as the dataset generator adds it), 
 seed is trained by ``sp_dynamics.fit`` with its default settings from
 
 * ``derivatives``: the dataset's derivatives (exact at noise 0);
-* ``midpoint``: the states only, implicit-midpoint trajectory loss in residual form;
+* ``implicit_midpoint``: the states only, implicit-midpoint trajectory loss in residual form;
 * ``discrete_gradient``: the states only, discrete-gradient trajectory loss in residual form;
 * ``spline``: the states only, derivatives from ``estimate_derivatives`` (a cubic spline at
   noise 0, a GCV smoothing spline otherwise).
@@ -40,7 +40,7 @@ from ..registry import get_system
 from .common import Parser, UsageError, cell, command_line, default_out, machine_line, run_jobs, set_threads, write_results
 from .fit_instances import build_model
 
-METHODS = ("derivatives", "midpoint", "discrete_gradient", "spline")
+METHODS = ("derivatives", "implicit_midpoint", "discrete_gradient", "spline")
 
 
 @dataclass(frozen=True)
