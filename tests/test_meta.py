@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from torch import nn
 
 from conftest import all_system_names
 from sp_dynamics import LatentGENERICNet, LatentHamiltonianNN, get_system, make_family_dataset
@@ -316,3 +317,32 @@ def test_restarts_continue_the_best_candidate(winner, monkeypatch):
                                                                                plain.state_dict().values()))
     assert same == (winner == 0)
     assert [r["iteration"] for r in log if r["phase"] == "adam"][-1] == CFG.iterations
+
+
+def test_gauss_newton_adapts_a_linear_in_latent_field_exactly_in_one_step():
+    # Catches: a Gauss-Newton adapter that is not the exact least-squares solve where the field
+    # is linear in the latent (wrong Jacobian, sign or residual), the case where it replaces an
+    # inner optimisation loop by one solve.
+    from sp_dynamics.meta import adapt_latent_gauss_newton
+
+    class LinearInLatent(nn.Module):
+        latent_dim = 3
+
+        def __init__(self):
+            super().__init__()
+            self.A = nn.Linear(2, 2 * 3).double()
+            self.b = nn.Linear(2, 2).double()
+
+        def forward(self, t, x, z):
+            a = torch.tanh(self.A(x)).reshape(*x.shape[:-1], 2, 3)
+            return (a @ z.unsqueeze(-2).unsqueeze(-1)).squeeze(-1) + self.b(x)
+
+    gen = torch.Generator().manual_seed(0)
+    model = LinearInLatent()
+    x = torch.randn(4, 20, 2, generator=gen, dtype=torch.float64)
+    z_true = torch.randn(4, 3, generator=gen, dtype=torch.float64)
+    with torch.no_grad():
+        dx = model(0.0, x, z_true)
+    z, history = adapt_latent_gauss_newton(model, x, dx, z_init=torch.zeros(3, dtype=torch.float64), steps=1)
+    assert torch.allclose(z, z_true, atol=1e-6), (z - z_true).abs().max()
+    assert history[-1] < 1e-10 * history[0]
