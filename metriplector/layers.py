@@ -33,7 +33,7 @@ from sp_dynamics.serialization import serializable
 from .graphs import GridGraph
 from .poisson import screened_poisson_solve
 
-__all__ = ["FieldCoupling", "stress_energy", "MetriplecticLayer"]
+__all__ = ["FieldCoupling", "stress_energy", "stress_from_gradients", "MetriplecticLayer"]
 
 
 @serializable
@@ -69,8 +69,12 @@ def stress_energy(phi: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     Returns diagonal (B, C, H, W), symmetric cross (B, C(C-1)/2, H, W) and antisymmetric
     vorticity (B, C(C-1)/2, H, W) parts, pairs ordered as ``torch.triu_indices(C, C, 1)``.
     """
-    gx, gy = _grads(phi)
-    i, j = torch.triu_indices(phi.shape[1], phi.shape[1], 1, device=phi.device)
+    return stress_from_gradients(*_grads(phi))
+
+
+def stress_from_gradients(gx: Tensor, gy: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`stress_energy` from given directional derivatives (B, C, H, W) of the fields."""
+    i, j = torch.triu_indices(gx.shape[1], gx.shape[1], 1, device=gx.device)
     diag = gx**2 + gy**2
     cross = gx[:, i] * gx[:, j] + gy[:, i] * gy[:, j]
     vort = gx[:, i] * gy[:, j] - gy[:, i] * gx[:, j]
