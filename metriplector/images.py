@@ -48,12 +48,13 @@ def load_image_npz(path: str | Path, *, classes: int = 10, shape: tuple[int, ...
         raise FileNotFoundError(f"no such data file: {path}")
     try:
         with np.load(path, allow_pickle=False) as blob:
-            missing = {"images", "labels"} - set(blob.files)
-            if missing:
-                raise ValueError(f"{path}: missing array(s) {sorted(missing)} (found {sorted(blob.files)})")
-            images, labels = blob["images"], blob["labels"]
-    except (OSError, EOFError, pickle.UnpicklingError) as err:
+            arrays = {name: blob[name] for name in blob.files}
+    except (OSError, EOFError, ValueError, pickle.UnpicklingError, AttributeError) as err:
         raise ValueError(f"{path}: not a readable .npz file ({err})") from None
+    missing = {"images", "labels"} - set(arrays)
+    if missing:
+        raise ValueError(f"{path}: missing array(s) {sorted(missing)} (found {sorted(arrays)})")
+    images, labels = arrays["images"], arrays["labels"]
     return check_image_arrays(images, labels, classes=classes, shape=shape, source=str(path))
 
 

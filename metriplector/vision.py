@@ -71,6 +71,7 @@ __all__ = [
     "ResNetBaseline",
     "count_parameters",
     "baseline_width",
+    "matched_width",
 ]
 
 READOUTS = ("stress", "curvature", "values")
@@ -342,5 +343,17 @@ def count_parameters(model: nn.Module) -> int:
 
 def baseline_width(target: int, blocks: int, in_channels: int = 1, classes: int = 10) -> int:
     """The ResNetBaseline width whose parameter count is closest to ``target``."""
-    return min(range(4, 257), key=lambda w: abs(count_parameters(ResNetBaseline(in_channels, classes, w, blocks)) - target))
+    return matched_width(lambda w: ResNetBaseline(in_channels, classes, w, blocks), target)
+
+
+def matched_width(make, target: int) -> int:
+    """The width ``w`` for which ``count_parameters(make(w))`` is closest to ``target``."""
+    def size(w: int) -> int:
+        return count_parameters(make(w))
+
+    lo, hi = 1, 1024  # the count grows with the width: bisect for the last width at or below target
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if size(mid) <= target else (lo, mid - 1)
+    return min((lo, lo + 1), key=lambda w: abs(size(w) - target))
 

@@ -2,7 +2,7 @@
 
     sp-dynamics vision train --preset cpu --jobs 2          # 4 models x 3 seeds, table and figures
     sp-dynamics vision train --preset smoke --seeds 0       # seconds; what the tests run
-    sp-dynamics vision train --preset paper --cifar DIR     # paper widths, CIFAR-10/100 pickles, GPU
+    sp-dynamics vision train --preset paper --cifar DIR --device cuda   # paper widths, CIFAR-10/100
     sp-dynamics vision eval --data FILE.npz                 # shipped checkpoint on your digits
     sp-dynamics vision eval --checkpoint CKPT.pt --data FILE.npz
 
@@ -43,12 +43,13 @@ from sp_dynamics.runners.common import (Parser, UsageError, command_line, defaul
 
 from ..images import load_cifar, load_image_npz, mnist_split, to_tensor
 from ..layers import stress_from_gradients
-from ..vision import MetriplectorVision, ResNetBaseline, baseline_width, count_parameters
+from ..vision import MetriplectorVision, ResNetBaseline, baseline_width, count_parameters, matched_width
 
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
 DEFAULT_CHECKPOINT = CHECKPOINTS / "vision_mnist.pt"
 MODELS = ("stress", "curvature", "values", "cnn")
 CHECKPOINT_FORMAT = "metriplector-vision/1"
+PARITY = 0.10  # parameter counts of the compared models within 10% of the stress model's
 
 
 @dataclass(frozen=True)
@@ -100,16 +101,23 @@ def model_kwargs(cfg: VisionConfig, kind: str, in_channels: int, classes: int) -
                 "width": baseline_width(target, cfg.cnn_blocks, in_channels, classes)}
     if kind not in MODELS:
         raise UsageError(f"unknown model {kind!r}; choose from {', '.join(MODELS)}")
-    return {"in_channels": in_channels, "classes": classes, "width": cfg.width, "depth": cfg.depth,
-            "fields": cfg.fields, "substeps": cfg.substeps, "dt": cfg.dt, "readout": kind,
-            "advection_step": cfg.advection_step, "diffusion_step": cfg.diffusion_step, "drop_path": cfg.drop_path}
+    kwargs = {"in_channels": in_channels, "classes": classes, "width": cfg.width, "depth": cfg.depth,
+              "fields": cfg.fields, "substeps": cfg.substeps, "dt": cfg.dt, "readout": kind,
+              "advection_step": cfg.advection_step, "diffusion_step": cfg.diffusion_step, "drop_path": cfg.drop_path}
+    if kind != "stress":
+        # a swapped readout keeps the width of h unless that moves the parameter count by more
+        # than 10% (the value readout has C + C(C+1)/2 features, not C^2); then the width is matched
+        target = count_parameters(MetriplectorVision(**model_kwargs(cfg, "stress", in_channels, classes)))
+        if abs(count_parameters(MetriplectorVision(**kwargs)) - target) > PARITY * target:
+            kwargs["width"] = matched_width(lambda w: MetriplectorVision(**{**kwargs, "width": w}), target)
+    return kwargs
 
 
 def build(kind: str, kwargs: dict) -> torch.nn.Module:
     return ResNetBaseline(**kwargs) if kind == "cnn" else MetriplectorVision(**kwargs)
 
 
-def check_parameter_parity(cfg: VisionConfig, kinds, in_channels: int, classes: int, tolerance: float = 0.10) -> dict:
+def check_parameter_parity(cfg: VisionConfig, kinds, in_channels: int, classes: int, tolerance: float = PARITY) -> dict:
     """Parameter counts of the models, each within ``tolerance`` of the stress model's."""
     counts = {k: count_parameters(build(k, model_kwargs(cfg, k, in_channels, classes))) for k in kinds}
     ref = count_parameters(build("stress", model_kwargs(cfg, "stress", in_channels, classes)))
@@ -157,8 +165,10 @@ def shift_batch(x: torch.Tensor, shift: int, g: torch.Generator) -> torch.Tensor
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, x: torch.Tensor, batch: int = 500) -> torch.Tensor:
+    """Predicted classes (on the CPU) of images x, in batches on the model's device."""
     model.eval()
-    return torch.cat([model(x[i : i + batch]).argmax(-1) for i in range(0, len(x), batch)])
+    device = next(model.parameters()).device
+    return torch.cat([model(x[i : i + batch].to(device)).argmax(-1).cpu() for i in range(0, len(x), batch)])
 
 
 # ------------------------------------------------------------------------------------- training
@@ -172,8 +182,9 @@ def _schedule(cfg: VisionConfig, total: int):
 
 
 def train_one(cfg: VisionConfig, kind: str, seed: int, run_dir: str, cifar: str | None = None,
-              threads: int | None = None) -> dict:
-    """Train one model; checkpoint every epoch to ``run_dir``; resume from there. Returns its row."""
+              device: str = "cpu", threads: int | None = None) -> dict:
+    """Train one model on ``device``; checkpoint every epoch to ``run_dir``; resume from there.
+    Returns its row."""
     set_threads(threads)
     run_dir = Path(run_dir)
     done = run_dir / f"{kind}_seed{seed}.json"
@@ -182,7 +193,7 @@ def train_one(cfg: VisionConfig, kind: str, seed: int, run_dir: str, cifar: str 
     tx, ty, vx, vy, ex, ey, classes = load_data(cfg, cifar)
     kwargs = model_kwargs(cfg, kind, tx.shape[1], classes)
     torch.manual_seed(seed)
-    model = build(kind, kwargs)
+    model = build(kind, kwargs).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(tx) / cfg.batch)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(cfg, cfg.epochs * steps_per_epoch))
@@ -190,11 +201,12 @@ def train_one(cfg: VisionConfig, kind: str, seed: int, run_dir: str, cifar: str 
     state_path = run_dir / f"{kind}_seed{seed}.state.pt"
     history, epoch0, train_time = [], 0, 0.0
     if state_path.exists():
-        state = safe_load(state_path, "vision training state")
+        state = safe_load(state_path, "vision training state")  # (on the CPU; load_state_dict moves it)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
         g.set_state(state["rng"])
+        torch.set_rng_state(state["torch_rng"])  # stochastic depth draws from the global generator
         history, epoch0, train_time = state["history"], state["epoch"], state["train_time_s"]
     for epoch in range(epoch0, cfg.epochs):
         model.train()
@@ -204,7 +216,8 @@ def train_one(cfg: VisionConfig, kind: str, seed: int, run_dir: str, cifar: str 
                    leave=False)
         for k in bar:
             idx = order[k * cfg.batch : (k + 1) * cfg.batch]
-            loss = F.cross_entropy(model(shift_batch(tx[idx], cfg.shift, g)), ty[idx], label_smoothing=cfg.label_smoothing)
+            xb, yb = shift_batch(tx[idx], cfg.shift, g).to(device), ty[idx].to(device)
+            loss = F.cross_entropy(model(xb), yb, label_smoothing=cfg.label_smoothing)
             if not torch.isfinite(loss):
                 raise RuntimeError(f"{kind} seed {seed}: the training loss became {float(loss)} at epoch {epoch + 1}")
             opt.zero_grad()
@@ -217,7 +230,7 @@ def train_one(cfg: VisionConfig, kind: str, seed: int, run_dir: str, cifar: str 
         history.append({"epoch": epoch + 1, "train_loss": total / seen, "val_accuracy": val_acc,
                         "train_time_s": train_time})
         atomic_save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                     "rng": g.get_state(), "history": history, "epoch": epoch + 1, "train_time_s": train_time},
+                     "rng": g.get_state(), "torch_rng": torch.get_rng_state(), "history": history, "epoch": epoch + 1, "train_time_s": train_time},
                     state_path)
     t0 = time.time()
     pred = predict(model, ex, cfg.eval_batch)
@@ -385,7 +398,9 @@ def cmd_train(args) -> None:
     run_dir = out / "runs" / f"vision-{args.preset}-{key}"
     run_dir.mkdir(parents=True, exist_ok=True)
     start = time.time()
-    calls = {(k, s): (cfg, k, s, str(run_dir), args.cifar) for s in args.seeds for k in kinds}
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {args.device}: CUDA is not available on this machine")
+    calls = {(k, s): (cfg, k, s, str(run_dir), args.cifar, args.device) for s in args.seeds for k in kinds}
 
     def report(key, row):
         print(f"{row['model']} seed {row['seed']}: test accuracy {100 * row['test_accuracy']:.2f}% "
@@ -427,6 +442,7 @@ def main(argv: list[str] | None = None, *, default_results=None, default_checkpo
     t.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     t.add_argument("--models", nargs="+", default=list(MODELS), help=f"any of {', '.join(MODELS)}")
     t.add_argument("--cifar", default=None, metavar="DIR", help="train on CIFAR-10/100 python pickles in DIR")
+    t.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (the paper preset is meant for a GPU)")
     t.add_argument("--no-save", dest="save", action="store_false", help="do not write results or figures")
     t.add_argument("--ship", action="store_true", help="copy the stress model of the first seed to --checkpoints")
     t.add_argument("--checkpoints", default=default_checkpoints or str(CHECKPOINTS))
