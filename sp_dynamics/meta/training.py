@@ -33,6 +33,7 @@ from ..modulation import model_orthogonality as _orth
 from ..fitting import orient_entropy
 from ..nn import standardize_inputs
 from .adaptation import support_loss
+from .distributed import Shard, from_environment
 from .refinement import refine
 from .runs import data_fingerprint, load_run, model_signature, save_run
 
@@ -156,8 +157,10 @@ class _AdamRun:
     """The state of one evolving-latent Adam run: model, base optimiser, latent table with its
     row-wise Adam, the batch generator and the log; :meth:`iteration` takes one iteration."""
 
-    def __init__(self, model: nn.Module, x: Tensor, dx: Tensor, config: MetaConfig, seed: int):
+    def __init__(self, model: nn.Module, x: Tensor, dx: Tensor, config: MetaConfig, seed: int,
+                 shard: Shard | None = None):
         self.model, self.x, self.dx, self.config = model, x, dx, config
+        self.shard = shard or Shard()
         self.gen = torch.Generator().manual_seed(seed)  # every random draw of the run comes from here
         self.latents = config.latent_init_std * torch.randn(x.shape[0], model.latent_dim, generator=self.gen,
                                                             dtype=x.dtype)
@@ -177,31 +180,46 @@ class _AdamRun:
         return reg + self.config.lam_orth * orth, orth
 
     def iteration(self, it: int, t0: float) -> dict:
-        cfg, model = self.config, self.model
+        cfg, model, shard = self.config, self.model, self.shard
         tasks, xb, dxb = sample_tasks(self.x, self.dx, cfg.tasks_per_batch, cfg.points_per_task, self.gen)
+        K = len(tasks)
+        if shard.enabled:  # every rank drew the same global batch; keep the tasks this rank owns
+            mine = shard.owned(tasks)
+            tasks, xb, dxb = tasks[mine], xb[mine], dxb[mine]
         scale = lr_factor(cfg, it)
         self.row_adam.lr = cfg.lr_latent * scale
         for group in self.opt.param_groups:
             group["lr"] = cfg.lr_base * scale
-        # inner loop: the batch's latents, base fixed
-        for _ in range(cfg.n_inner):
+        # inner loop: the batch's latents, base fixed (each task's latent step depends on it alone)
+        for _ in range(cfg.n_inner if len(tasks) else 0):
             z = self.latents[tasks].clone().requires_grad_(True)
             loss_z = support_loss(model, xb, dxb, z, cfg.entropy_penalty).sum() + cfg.lam_z * z.norm(dim=-1).sum()
             (gz,) = torch.autograd.grad(loss_z, z)
             self.row_adam.step(self.latents, tasks, gz)
-        # outer loop: the base, latents fixed
+        # outer loop: the base, latents fixed; the data term's gradient is summed over ranks
         z = self.latents[tasks]
         for _ in range(cfg.n_outer):
-            data = support_loss(model, xb, dxb, z, cfg.entropy_penalty).mean()
-            reg, orth = self.regulariser()
             self.opt.zero_grad()
-            (data + reg).backward()
+            if len(tasks):
+                data_part = support_loss(model, xb, dxb, z, cfg.entropy_penalty).sum() / K
+                data_part.backward()
+                data_part = data_part.detach()
+            else:
+                data_part = torch.zeros((), dtype=self.x.dtype, device=self.x.device)
+            shard.sum_gradients(self.base_params)
+            reg, orth = self.regulariser()
+            if torch.is_tensor(reg) and reg.requires_grad:
+                reg.backward()
             torch.nn.utils.clip_grad_norm_(self.base_params, cfg.grad_clip)
             self.opt.step()
+        owned_rows = shard.owned(torch.arange(self.latents.shape[0])) if shard.enabled else slice(None)
+        totals = shard.sum_(torch.stack([data_part.to(self.x.dtype),
+                                         self.latents[owned_rows].norm(dim=-1).sum().to(self.x.dtype)]))
+        data, latent_norm = totals[0], totals[1] / self.latents.shape[0]
         if not torch.isfinite(data):
-            raise FloatingPointError(f"meta-training diverged at iteration {it} (loss {float(data.detach())})")
-        row = {"iteration": it + 1, "phase": "adam", "loss": float(data.detach()),
-               "latent_norm": float(self.latents.norm(dim=-1).mean()), "orth": float(orth.detach()),
+            raise FloatingPointError(f"meta-training diverged at iteration {it} (loss {float(data)})")
+        row = {"iteration": it + 1, "phase": "adam", "loss": float(data),
+               "latent_norm": float(latent_norm), "orth": float(orth.detach()) if torch.is_tensor(orth) else float(orth),
                "time_s": round(time.time() - t0, 3)}
         if (it + 1) % cfg.log_every == 0 or it + 1 == cfg.iterations:
             self.log.append(row)
@@ -239,6 +257,7 @@ def meta_train(
     run_dir: str | Path | None = None,
     progress: bool | None = None,
     callback: Callable[[int, dict], None] | None = None,
+    distributed: bool | None = None,
 ) -> tuple[Tensor, list[dict]]:
     """Meta-train a latent model on the training systems of a family.
 
@@ -268,6 +287,11 @@ def meta_train(
         callback: called as ``callback(step, metrics)`` after each Adam iteration of the
             continued run and after each chunk of refinement evaluations (``step`` counts
             iterations, then evaluations on top).
+        distributed: data-parallel over the processes of a ``torch.distributed`` job (see
+            :mod:`sp_dynamics.meta.distributed`; launch with ``torchrun``). None: when the
+            environment has ``WORLD_SIZE`` > 1 or a process group is initialised. The Adam phase
+            only: restarts and the L-BFGS refinement run on one process. Every rank returns the
+            same latents and log; only rank 0 writes to ``run_dir``.
 
     Returns:
         The trained latent table (S, k) and the logged metrics (``phase`` "adam", "restart r"
@@ -287,15 +311,28 @@ def meta_train(
         raise ValueError(f"points_per_task = {N} exceeds the {P} points per system; set it to at most {P}")
     if config.refine_evals and config.refine_points > P:
         raise ValueError(f"refine_points = {config.refine_points} exceeds the {P} points per system")
+    shard = from_environment(x.device) if distributed is not False else Shard()
+    if distributed and not shard.enabled:
+        raise ValueError("distributed=True needs a torch.distributed job (launch with torchrun --nproc_per_node N)")
+    if shard.enabled:
+        if shard.world > S:
+            raise ValueError(f"{shard.world} processes but only {S} training systems: every process must own at "
+                             f"least one; use at most {S} processes")
+        if config.restarts > 1 or config.refine_evals:
+            raise ValueError("restarts and the L-BFGS refinement run on one process only; set "
+                             "restarts=1 and refine_evals=0 for a distributed run, or launch one process")
+    writer = shard.is_main  # only rank 0 writes files
     standardize_inputs(model, x)  # models with input standardisation (GENERIC): from the training data
-    run = _AdamRun(model, x, dx, config, config.seed)
+    run = _AdamRun(model, x, dx, config, config.seed, shard)
     start, refine_state, refined, resumed = 0, None, 0, False
 
     fingerprint = data_fingerprint(x, dx)
     run_dir = Path(run_dir) if run_dir is not None else None
     ckpt_path = run_dir / "checkpoint.pt" if run_dir is not None else None
     if run_dir is not None:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        if writer:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        shard.barrier()
         if ckpt_path.exists():
             state = safe_load(ckpt_path, "meta-training checkpoint")
             if state.get("config") != dataclasses.asdict(config):
@@ -317,24 +354,32 @@ def meta_train(
             refine_state, refined = state.get("refine_optimizer"), state.get("refine_evals", 0)
             resumed = True
         # after the checks: a refused resume must not overwrite the folder's own config
-        atomic_write_text(json.dumps(dataclasses.asdict(config), indent=2), run_dir / "config.json")
+        if writer:
+            atomic_write_text(json.dumps(dataclasses.asdict(config), indent=2), run_dir / "config.json")
 
     def save(iteration: int, refine_opt=None, refined: int = 0) -> None:
+        # the latent table and its moments, gathered from the rows each rank owns (collective)
+        latents = shard.gather_rows(run.latents)
+        adam = {k: shard.gather_rows(v) for k, v in run.row_adam.state_dict().items()}
+        if not writer:
+            shard.barrier()
+            return
         atomic_save(
             {
                 "config": dataclasses.asdict(config), "model_signature": model_signature(model),
                 "data": fingerprint,
                 "iteration": iteration, "model": model.state_dict(),
-                "optimizer": run.opt.state_dict(), "latents": run.latents, "latent_adam": run.row_adam.state_dict(),
+                "optimizer": run.opt.state_dict(), "latents": latents, "latent_adam": adam,
                 "generator": run.gen.get_state(), "log": run.log,
                 "refine_optimizer": None if refine_opt is None else refine_opt.state_dict(), "refine_evals": refined,
             },
             ckpt_path,
         )
         with open(run_dir / "metrics.csv", "w", newline="") as fh:  # rewritten: consistent after resume
-            writer = csv.DictWriter(fh, fieldnames=["iteration", "phase", "loss", "latent_norm", "orth", "time_s"])
-            writer.writeheader()
-            writer.writerows(run.log)
+            table = csv.DictWriter(fh, fieldnames=["iteration", "phase", "loss", "latent_norm", "orth", "time_s"])
+            table.writeheader()
+            table.writerows(run.log)
+        shard.barrier()  # the checkpoint is on disk before any rank goes on
 
     t0 = time.time()
     if config.restarts > 1 and not resumed:
@@ -342,7 +387,7 @@ def meta_train(
         if ckpt_path is not None:
             save(start)
     bar = tqdm(range(start, config.iterations), initial=start, total=config.iterations, desc="meta-train",
-               disable=None if progress is None else not progress)
+               disable=(None if progress is None else not progress) if writer else True)
     for it in bar:
         row = run.iteration(it, t0)
         if run.log and run.log[-1] is row:
@@ -352,12 +397,13 @@ def meta_train(
         if callback is not None:
             callback(it + 1, row)
     bar.close()
-    latents = run.latents
+    latents = shard.gather_rows(run.latents)
     if config.refine_evals > refined:
         latents = refine(model, x, dx, latents, config, refine_state, refined, run.log, t0,
                           save if ckpt_path is not None else None, progress, callback)
-    if run_dir is not None:
+    if run_dir is not None and writer:
         save_run(run_dir, model, latents, config)
+    shard.barrier()
     return latents, run.log
 
 
