@@ -16,7 +16,9 @@ import torch
 from torch import Tensor
 
 __all__ = ["MNIST_FILE", "MNIST_SPLIT", "load_mnist", "mnist_split", "check_image_arrays", "load_image_npz",
-           "load_cifar", "to_tensor"]
+           "load_cifar", "load_image_folder", "to_tensor"]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
 
 MNIST_FILE = Path(__file__).resolve().parent / "data" / "mnist9k.npz"
 MNIST_SPLIT = {"train": (0, 7500), "val": (7500, 8000), "test": (8000, 9000)}
@@ -128,3 +130,41 @@ def load_cifar(root: str | Path, part: str = "train"):
     images, labels = np.concatenate(xs), np.concatenate(ys)
     images, labels = check_image_arrays(images, labels, classes=classes, shape=(32, 32, 3), source=str(root))
     return images, labels, classes
+
+
+def load_image_folder(root: str | Path, size: tuple[int, int] = (28, 28), grayscale: bool = True,
+                      invert: bool = False):
+    """Images in the common class-folder layout ``root/<class>/<image>`` (png, jpg, ...), resized
+    to ``size`` (height, width). Classes are the sub-folder names, sorted (digit names "0".."9"
+    map to their digits). Returns images (N, H, W) uint8 (or (N, H, W, 3) with
+    ``grayscale=False``), labels (N,) int64 and the class names. ``invert``: 255 - value, for dark
+    digits on a light background (MNIST has light ink on black). Needs Pillow."""
+    try:
+        from PIL import Image
+    except ImportError:
+        raise ValueError("reading image folders needs Pillow (pip install pillow)") from None
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"no such image folder: {root}")
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir())
+    if not classes:
+        raise ValueError(f"{root}: no class sub-folders (expected root/<class>/<image>.png)")
+    if all(c.isdigit() for c in classes):
+        classes = sorted(classes, key=int)
+    images, labels = [], []
+    for label, name in enumerate(classes):
+        index = int(name) if all(c.isdigit() for c in classes) else label
+        for f in sorted((root / name).iterdir()):
+            if f.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            try:
+                with Image.open(f) as im:
+                    im = im.convert("L" if grayscale else "RGB").resize((size[1], size[0]), Image.BILINEAR)
+                    arr = np.asarray(im, dtype=np.uint8)
+            except OSError as err:
+                raise ValueError(f"{f}: not a readable image ({err})") from None
+            images.append(255 - arr if invert else arr)
+            labels.append(index)
+    if not images:
+        raise ValueError(f"{root}: no images with suffix {', '.join(IMAGE_SUFFIXES)} in the class folders")
+    return np.stack(images), np.asarray(labels, dtype=np.int64), classes

@@ -6,7 +6,8 @@
 Synthetic data (no cache, no files): 7 harmonic oscillators H = p^2/2 + k q^2/2, 64 states each.
 Rank 0 writes OUT/result.pt (base weights, latent table, loss curve). ``--stop-at K`` ends every
 rank at iteration K, right after the checkpoint there (a kill that a restart resumes from);
-``--fail-rank R --fail-at K`` kills rank R alone at iteration K (the job must stop, not hang).
+``--fail-rank R --fail-at K`` kills rank R alone at iteration K (the job must stop, not hang);
+``--other-data-on-rank R`` gives rank R other data (refused before training).
 """
 
 import argparse
@@ -34,6 +35,7 @@ def main(argv):
     p.add_argument("--stop-at", type=int, default=None)
     p.add_argument("--fail-rank", type=int, default=None)
     p.add_argument("--fail-at", type=int, default=None)
+    p.add_argument("--other-data-on-rank", type=int, default=None, help="give this rank different data")
     args = p.parse_args(argv)
     torch.manual_seed(0)
     model = LatentHamiltonianNN(2, kind="svd", rank=2, latent_dim=3, hidden=16, depth=2, hyper_hidden=8).double()
@@ -48,6 +50,8 @@ def main(argv):
             os._exit(1)
 
     x, dx = data()
+    if args.other_data_on_rank == rank:
+        x = x + 1e-3
     latents, log = meta_train(model, x, dx, config=cfg, run_dir=os.path.join(args.out, "run"), callback=callback)
     if rank == 0:
         torch.save({"model": model.state_dict(), "latents": latents,

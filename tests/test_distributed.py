@@ -81,6 +81,13 @@ def test_a_dying_rank_stops_the_job(tmp_path):
     assert "failed" in (proc.stderr + proc.stdout).lower()
 
 
+def test_ranks_given_different_data_are_refused(tmp_path):
+    # Catches: ranks that silently train on different data (each would fit its own copy).
+    proc = _torchrun(tmp_path, "--other-data-on-rank", "1", timeout=180)
+    assert proc.returncode != 0
+    assert "were given different training data" in proc.stderr + proc.stdout
+
+
 def test_bad_distributed_input_is_refused_before_any_collective(monkeypatch):
     x, dx = dist_meta.data()  # 7 systems
     torch.manual_seed(0)

@@ -265,3 +265,21 @@ def test_shipped_checkpoint_on_the_test_split(tmp_path, capsys):
     assert cli(["vision", "eval", "--data", str(tmp_path / "test.npz")]) == 0
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert line["count"] == 1000 and line["accuracy"] >= 0.985
+
+
+def test_image_folder_pack_then_eval_format(tmp_path, capsys):
+    pil = pytest.importorskip("PIL.Image", reason="Pillow is not installed")
+    images, labels = mnist_split("test")
+    for i in range(6):
+        folder = tmp_path / "digits" / str(int(labels[i]))
+        folder.mkdir(parents=True, exist_ok=True)
+        pil.fromarray(255 - images[i]).resize((56, 56)).save(folder / f"{i}.png")  # dark ink, twice the size
+    (tmp_path / "digits" / "notes.txt").write_text("ignored: not a class folder")
+    assert cli(["vision", "pack", str(tmp_path / "digits"), "--out", str(tmp_path / "d.npz"), "--invert"]) == 0
+    packed, packed_labels = load_image_npz(tmp_path / "d.npz")
+    order = np.argsort(labels[:6], kind="stable")
+    assert sorted(packed_labels.tolist()) == sorted(labels[:6].tolist())
+    assert np.abs(packed.astype(int) - images[:6][order].astype(int)).mean() < 20  # resampling blur only
+    (tmp_path / "empty").mkdir()
+    assert cli(["vision", "pack", str(tmp_path / "empty"), "--out", str(tmp_path / "e.npz")]) == 2
+    assert "no class sub-folders" in capsys.readouterr().err

@@ -5,6 +5,7 @@
     sp-dynamics vision train --preset paper --cifar DIR --device cuda   # paper widths, CIFAR-10/100
     sp-dynamics vision eval --data FILE.npz                 # shipped checkpoint on your digits
     sp-dynamics vision eval --checkpoint CKPT.pt --data FILE.npz
+    sp-dynamics vision pack IMAGE_DIR --out FILE.npz         # root/<digit>/<image>.png -> the eval format
 
 (``python -m experiments.vision ...`` in a checkout writes results to ``experiments/results`` and
 the shipped checkpoint to ``metriplector/checkpoints``.)
@@ -41,7 +42,7 @@ from sp_dynamics.io import atomic_save, atomic_write_text, safe_load
 from sp_dynamics.runners.common import (Parser, UsageError, command_line, default_out, machine_line, pyplot, run_jobs,
                                         set_threads, write_results)
 
-from ..images import load_cifar, load_image_npz, mnist_split, to_tensor
+from ..images import load_cifar, load_image_folder, load_image_npz, mnist_split, to_tensor
 from ..layers import stress_from_gradients
 from ..vision import MetriplectorVision, ResNetBaseline, baseline_width, count_parameters, matched_width
 
@@ -433,6 +434,17 @@ def cmd_eval(args) -> None:
                       "checkpoint": str(args.checkpoint), "wall_time_s": round(time.time() - t0, 2)}))
 
 
+def cmd_pack(args) -> None:
+    if args.size < 4:
+        raise UsageError(f"--size must be >= 4, got {args.size}")
+    images, labels, classes = load_image_folder(args.folder, (args.size, args.size), grayscale=True, invert=args.invert)
+    from sp_dynamics.io import atomic_savez
+
+    atomic_savez(args.out, images=images, labels=labels)
+    print(json.dumps({"out": str(args.out), "count": int(len(labels)), "classes": classes,
+                      "shape": list(images.shape[1:])}))
+
+
 def main(argv: list[str] | None = None, *, default_results=None, default_checkpoints=None,
          prog: str = "sp-dynamics vision") -> None:
     parser = Parser(prog=prog, description=__doc__)
@@ -451,9 +463,14 @@ def main(argv: list[str] | None = None, *, default_results=None, default_checkpo
     e.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
     e.add_argument("--data", required=True, metavar="FILE.npz",
                    help="images (N, 28, 28) uint8 and labels (N,) in 0..9 (CIFAR models: (N, 32, 32, 3))")
+    k = sub.add_parser("pack", help="an image folder (root/<class>/<image>) as an eval .npz file")
+    k.add_argument("folder")
+    k.add_argument("--out", required=True, metavar="FILE.npz")
+    k.add_argument("--size", type=int, default=28, help="resize to SIZE x SIZE (default 28)")
+    k.add_argument("--invert", action="store_true", help="dark digits on a light background: invert to MNIST's")
     args = parser.parse_args(argv)
     args.argv, args.prog, args.default_results = list(sys.argv[1:] if argv is None else argv), prog, default_results
-    {"train": cmd_train, "eval": cmd_eval}[args.cmd](args)
+    {"train": cmd_train, "eval": cmd_eval, "pack": cmd_pack}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ stops the job.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from datetime import timedelta
 
@@ -76,6 +77,22 @@ class Shard:
         mask = self.owned(torch.arange(table.shape[0]))
         full = torch.where(mask.view(-1, *([1] * (table.ndim - 1))), table, torch.zeros_like(table))
         return self.sum_(full.clone())
+
+    def agree(self, what: str, text: str) -> None:
+        """Raise ``ValueError`` on every rank unless all ranks passed the same ``text``."""
+        if not self.enabled:
+            return
+        h = int(hashlib.sha256(text.encode()).hexdigest()[:15], 16)
+        t = torch.tensor([h, -h], dtype=torch.int64)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        if int(t[0]) != -int(t[1]):
+            raise ValueError(f"the {self.world} processes were given different {what}; every rank must get the same")
+
+    def broadcast_module(self, module: torch.nn.Module) -> None:
+        """Rank 0's parameters and buffers to every rank (a fresh run starts from one base)."""
+        if self.enabled:
+            for tensor in module.state_dict().values():
+                torch.distributed.broadcast(tensor, 0)
 
     def barrier(self) -> None:
         if self.enabled:

@@ -322,11 +322,15 @@ def meta_train(
             raise ValueError("restarts and the L-BFGS refinement run on one process only; set "
                              "restarts=1 and refine_evals=0 for a distributed run, or launch one process")
     writer = shard.is_main  # only rank 0 writes files
+    fingerprint = data_fingerprint(x, dx)
+    shard.agree("training data", fingerprint["sha256"])
+    shard.agree("meta-training settings", json.dumps(dataclasses.asdict(config), sort_keys=True))
+    shard.agree("models (class, parameter shapes, dtypes)", json.dumps(model_signature(model), sort_keys=True, default=str))
     standardize_inputs(model, x)  # models with input standardisation (GENERIC): from the training data
+    shard.broadcast_module(model)  # every rank starts from rank 0's base
     run = _AdamRun(model, x, dx, config, config.seed, shard)
     start, refine_state, refined, resumed = 0, None, 0, False
 
-    fingerprint = data_fingerprint(x, dx)
     run_dir = Path(run_dir) if run_dir is not None else None
     ckpt_path = run_dir / "checkpoint.pt" if run_dir is not None else None
     if run_dir is not None:
