@@ -366,20 +366,30 @@ class HMLStack(nn.Module):
     Shapes: tokens (B, T) int64 -> logits (B, T, vocab).
     """
 
-    def __init__(self, vocab: int, width: int, state_size: int, n_layers: int = 1, **layer_kwargs):
+    def __init__(self, vocab: int, width: int, state_size: int, n_layers: int = 1, mlp_ratio: int = 0,
+                 **layer_kwargs):
         super().__init__()
+        self.vocab, self.context = vocab, None
         self.embed = nn.Embedding(vocab, width)
         self.layers = nn.ModuleList(HamiltonianMemoryLayer(width, state_size, width, **layer_kwargs) for _ in range(n_layers))
         self.norms = nn.ModuleList(nn.LayerNorm(width) for _ in range(n_layers))
+        # nonlinear mixing between layers: a residual GELU MLP after each layer (mlp_ratio > 0)
+        self.mlps = nn.ModuleList(
+            nn.Sequential(nn.LayerNorm(width), nn.Linear(width, mlp_ratio * width), nn.GELU(),
+                          nn.Linear(mlp_ratio * width, width)) for _ in range(n_layers)) if mlp_ratio else None
         self.head = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.Linear(width, vocab))
 
     def forward(self, tokens: Tensor) -> Tensor:
         if tokens.ndim != 2 or tokens.dtype != torch.long:
             raise ValueError(f"tokens must be an int64 tensor (batch, time), got {tokens.dtype} {tuple(tokens.shape)}")
+        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.vocab):
+            raise ValueError(f"token ids must lie in 0..{self.vocab - 1}, got {int(tokens.min())}..{int(tokens.max())}")
         h = self.embed(tokens)
-        for layer, norm in zip(self.layers, self.norms):
+        for k, (layer, norm) in enumerate(zip(self.layers, self.norms)):
             y, _ = layer(h)
             h = norm(h + y)
+            if self.mlps is not None:
+                h = h + self.mlps[k](h)
         return self.head(h)
 
 
