@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
 import sys
 import time
 from datetime import datetime, timezone
@@ -23,20 +22,11 @@ from pathlib import Path
 
 import torch
 
+from experiments.bench_maml import _median_time as _time
 from metriplector import causal_scan, causal_scan_loop
 from sp_dynamics.io import atomic_write_text
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def _time(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def bench(T: int, repeats: int, device: str) -> dict:

@@ -45,6 +45,7 @@ from sp_dynamics.runners.common import (Parser, UsageError, command_line, defaul
 from sp_dynamics.sequence import HMLStack
 
 from ..language import GPT, LSTMLM, CausalMetriplectorLM, generate
+from ._shared import check_device, check_models, load_blob
 from ..vision import count_parameters, matched_width
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "tinyshakespeare.txt"
@@ -274,12 +275,7 @@ def train_one(cfg: LanguageConfig, kind: str, seed: int, run_dir: str, text: str
 
 
 def load_checkpoint(path: str | Path):
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such language checkpoint: {path}")
-    blob = safe_load(path, "language checkpoint")
-    if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a language checkpoint (expected format {CHECKPOINT_FORMAT!r})")
+    blob = load_blob(path, CHECKPOINT_FORMAT, "language checkpoint")
     model = build(blob["kind"], blob["kwargs"])
     model.load_state_dict(blob["model"])
     return model.eval(), Vocabulary(blob["vocab"]), blob
@@ -356,10 +352,7 @@ def figure(rows: list[dict], path: Path) -> None:
 
 def cmd_train(args) -> None:
     cfg = apply_overrides(PRESETS[args.preset], args.overrides)
-    kinds = tuple(args.models)
-    for k in kinds:
-        if k not in MODELS:
-            raise UsageError(f"unknown model {k!r}; choose from {', '.join(MODELS)}")
+    kinds = check_models(args.models, MODELS)
     vocab, _, _ = corpus(args.text, cfg.context)
     counts = parameter_counts(cfg, kinds, vocab.size)
     print("parameters: " + ", ".join(f"{k} {n}" for k, n in counts.items()), flush=True)
@@ -367,8 +360,7 @@ def cmd_train(args) -> None:
     source = f"text {args.text}" if args.text else "tiny Shakespeare, 90/10 split by position"
     run_dir = out / "runs" / f"language-{args.preset}-{config_hash({'cfg': config_dict(cfg), 'text': args.text})}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"--device {args.device}: CUDA is not available on this machine")
+    check_device(args.device)
     start = time.time()
     calls = {(k, s): (cfg, k, s, str(run_dir), args.text, args.device) for s in args.seeds for k in kinds}
 

@@ -42,6 +42,7 @@ from sp_dynamics.io import atomic_save, atomic_write_text, safe_load
 from sp_dynamics.runners.common import (Parser, UsageError, command_line, default_out, machine_line, pyplot, run_jobs,
                                         set_threads, write_results)
 
+from ._shared import check_device, check_models, load_blob
 from ..images import load_cifar, load_image_folder, load_image_npz, mnist_split, to_tensor
 from ..layers import stress_from_gradients
 from ..vision import MetriplectorVision, ResNetBaseline, baseline_width, count_parameters, matched_width
@@ -254,12 +255,7 @@ def checkpoint_blob(kind: str, kwargs: dict, model: torch.nn.Module, row: dict) 
 
 
 def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such vision checkpoint: {path}")
-    blob = safe_load(path, "vision checkpoint")
-    if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a vision checkpoint (expected format {CHECKPOINT_FORMAT!r})")
+    blob = load_blob(path, CHECKPOINT_FORMAT, "vision checkpoint")
     model = build(blob["kind"], blob["kwargs"])
     model.load_state_dict(blob["model"])
     return model.eval(), blob
@@ -385,10 +381,7 @@ def fields_figure(ckpt: Path, path: Path, cfg: VisionConfig, cifar: str | None, 
 
 def cmd_train(args) -> None:
     cfg = apply_overrides(PRESETS[args.preset], args.overrides)
-    kinds = tuple(args.models)
-    for k in kinds:
-        if k not in MODELS:
-            raise UsageError(f"unknown model {k!r}; choose from {', '.join(MODELS)}")
+    kinds = check_models(args.models, MODELS)
     out = default_out(args.out, args.default_results)
     data = f"CIFAR pickles from {args.cifar}" if args.cifar else "MNIST 9k split 7500/500/1000"
     probe = load_data(dataclasses.replace(cfg, train_limit=2, test_limit=2), args.cifar)
@@ -399,8 +392,7 @@ def cmd_train(args) -> None:
     run_dir = out / "runs" / f"vision-{args.preset}-{key}"
     run_dir.mkdir(parents=True, exist_ok=True)
     start = time.time()
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"--device {args.device}: CUDA is not available on this machine")
+    check_device(args.device)
     calls = {(k, s): (cfg, k, s, str(run_dir), args.cifar, args.device) for s in args.seeds for k in kinds}
 
     def report(key, row):
