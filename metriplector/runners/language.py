@@ -60,12 +60,12 @@ UNKNOWN = "\uFFFD"  # the unknown symbol's printable stand-in
 class LanguageConfig:
     context: int = 64
     batch: int = 32
-    iterations: int = 2500
+    iterations: int = 2000
     lr: float = 2e-3
     weight_decay: float = 0.1
     warmup: int = 100
     grad_clip: float = 1.0
-    eval_every: int = 250
+    eval_every: int = 200
     eval_windows: int = 128
     width: int = 96          # the GPT's; the others are matched to its parameter count
     depth: int = 4
