@@ -195,6 +195,14 @@ def test_cifar_python_pickles(tmp_path, kind):
     assert images[0, 0, 1, 0] == first[0][0, 1] and labels[:3].tolist() == first[1]
     test_images, _, _ = load_cifar(tmp_path / "c", "test")
     assert test_images.shape == (3, 32, 32, 3)
+    if kind == 10:  # the training path on RGB data: a 3-channel model, then eval of a CIFAR checkpoint
+        assert cli(["vision", "train", "--preset", "smoke", "--seeds", "0", "--models", "stress", "cnn", "--cifar",
+                    str(tmp_path / "c"), "--out", str(tmp_path / "r"), "--ship", "--checkpoints",
+                    str(tmp_path / "ck")]) == 0
+        from metriplector.runners.vision import load_checkpoint
+
+        model, blob = load_checkpoint(tmp_path / "ck" / "vision_cifar.pt")
+        assert model.in_channels == 3 and model.classes == 10
 
 
 def test_cifar_loader_errors(tmp_path):

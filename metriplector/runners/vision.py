@@ -353,6 +353,7 @@ def fields_figure(ckpt: Path, path: Path, cfg: VisionConfig, cifar: str | None, 
         return
     model, _ = load_checkpoint(ckpt)
     *_, ex, ey, _ = load_data(cfg, cifar)
+    digits = min(digits, len(ex))
     x = ex[:digits]
     phis = model.fields(x)
     last = model.layers[-1]
@@ -360,7 +361,7 @@ def fields_figure(ckpt: Path, path: Path, cfg: VisionConfig, cifar: str | None, 
         diag, _, vort = stress_from_gradients(*last.gradients(phis[-1]))
     cols = ["input", "layer 1 field 0", "layer 1 field 1", f"layer {len(phis)} field 0", f"layer {len(phis)} field 1",
             f"layer {len(phis)} energy", f"layer {len(phis)} |vorticity|"]
-    fig, axes = plt.subplots(digits, len(cols), figsize=(2 * len(cols), 2 * digits))
+    fig, axes = plt.subplots(digits, len(cols), figsize=(2 * len(cols), 2 * digits), squeeze=False)
     for d in range(digits):
         img = x[d].permute(1, 2, 0).squeeze(-1).numpy()
         maps = [img, phis[0][d, 0], phis[0][d, 1], phis[-1][d, 0], phis[-1][d, 1], diag[d].sum(0), vort[d].abs().sum(0)]
