@@ -40,7 +40,7 @@ def bench(T: int, repeats: int, device: str) -> dict:
             ga, gx = torch.autograd.grad(phi.square().sum(), (a, x))
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
-            return phi, ga, gx
+            return phi.detach(), ga, gx
         return call
 
     (p1, a1, x1), (p2, a2, x2) = run(causal_scan)(), run(causal_scan_loop)()
