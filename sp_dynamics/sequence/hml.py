@@ -273,8 +273,8 @@ class HamiltonianMemoryLayer(nn.Module):
             return s[..., 0], s[..., 1]
         dts = self.step_sizes(x)
         qs, ps = [], []
-        for t in range(T):
-            q, p = self.step(q, p, forces[:, t], dts[:, t])
+        for f_t, dt_t in zip(forces.unbind(1), dts.unbind(1)):  # unbind: a linear-time backward (see affine_scan_loop)
+            q, p = self.step(q, p, f_t, dt_t)
             qs.append(q)
             ps.append(p)
         return torch.stack(qs, 1), torch.stack(ps, 1)
