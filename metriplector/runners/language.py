@@ -300,30 +300,50 @@ NAMES = {"metriplector": "Causal Metriplector (Poisson chain, scan)", "hml": "HM
          "gpt": "GPT (decoder-only transformer)", "lstm": "LSTM"}
 
 
+def _reach(rows: list[dict], r: dict) -> float | None:
+    """Tokens at which row r's curve reaches the final curve loss of the GPT of the same seed."""
+    gpt = next((g for g in rows if g["model"] == "gpt" and g["seed"] == r["seed"]), None)
+    return None if gpt is None else tokens_to_reach(r["curve"], gpt["curve"][-1]["val_loss"])
+
+
 def table(cfg: LanguageConfig, preset: str, rows: list[dict], command: str, wall: float, jobs: int, source: str) -> str:
-    gpt = [r for r in rows if r["model"] == "gpt"]
-    target = gpt[0]["curve"][-1]["val_loss"] if gpt else None
     lines = [
         f"# Character language models, preset `{preset}` ({source})",
         "",
         command,
-        machine_line(wall, jobs),
+        machine_line(wall, jobs, f" (rows finished by an earlier run of the same settings are read from its run "
+                                 f"folder; the rows' own training times sum to {sum(r['train_time_s'] for r in rows):.0f} s)"),
         f"- {cfg.iterations} iterations x batch {cfg.batch} x context {cfg.context} = "
         f"{cfg.iterations * cfg.batch * cfg.context:,} training tokens for every model, the same batches (seed); "
         f"AdamW lr {cfg.lr} (warm-up {cfg.warmup}, cosine), weight decay {cfg.weight_decay}, clip {cfg.grad_clip}",
         "- val bits/char: the whole validation split (last 10%) in windows of context + 1 characters; curve: "
-        f"{cfg.eval_windows} fixed validation windows every {cfg.eval_every} iterations",
+        f"{cfg.eval_windows} fixed validation windows every {cfg.eval_every} iterations; mean ± std (population) "
+        "over the seeds; \"GPT tokens / model tokens\": the GPT's tokens over those the model needs to reach the "
+        "final curve loss of the GPT of the same seed",
         "",
-        "| model | params | tokens | val bits/char | val nats/char | train tokens/s | train time (s) | "
-        "tokens to the GPT's final curve loss | GPT tokens / model tokens |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| model | params | seeds | tokens | val bits/char | train tokens/s | train time (s) | GPT tokens / model "
+        "tokens |",
+        "|---|---|---|---|---|---|---|---|",
     ]
+    for kind in MODELS:
+        rs = [r for r in rows if r["model"] == kind]
+        if not rs:
+            continue
+        bits = np.array([r["val_bits_per_char"] for r in rs])
+        reach = [_reach(rows, r) for r in rs]
+        ratio = ("not reached" if any(x is None for x in reach) else
+                 f"{np.mean([r['tokens'] / x for r, x in zip(rs, reach)]):.2f} ± "
+                 f"{np.std([r['tokens'] / x for r, x in zip(rs, reach)]):.2f}")
+        lines.append(f"| {NAMES[kind]} | {rs[0]['params']:,} | {','.join(str(r['seed']) for r in rs)} | "
+                     f"{rs[0]['tokens']:,} | {bits.mean():.3f} ± {bits.std():.3f} | "
+                     f"{np.mean([r['tokens_per_s'] for r in rs]):.0f} | {np.mean([r['train_time_s'] for r in rs]):.0f} "
+                     f"| {ratio} |")
+    lines += ["", "Per seed:", "", "| model | seed | val bits/char | val nats/char | tokens to the GPT's final curve loss "
+              "| train time (s) |", "|---|---|---|---|---|---|"]
     for r in rows:
-        reach = tokens_to_reach(r["curve"], target) if target is not None else None
-        ratio = f"{gpt[0]['tokens'] / reach:.2f}" if reach else "not reached"
-        reach_text = f"{reach:,.0f}" if reach else "not reached"
-        lines.append(f"| {NAMES[r['model']]} | {r['params']:,} | {r['tokens']:,} | {r['val_bits_per_char']:.3f} | "
-                     f"{r['val_nats']:.3f} | {r['tokens_per_s']:.0f} | {r['train_time_s']:.0f} | {reach_text} | {ratio} |")
+        reach = _reach(rows, r)
+        lines.append(f"| {r['model']} | {r['seed']} | {r['val_bits_per_char']:.3f} | {r['val_nats']:.3f} | "
+                     f"{f'{reach:,.0f}' if reach else 'not reached'} | {r['train_time_s']:.0f} |")
     lines += ["", "References (not ours): nanoGPT's character model on this split, 10.7M parameters, val 1.47 nats "
               "(2.12 bits/char); its small CPU configuration (4 layers, width 128, context 64) about 1.88 nats "
               "(2.71 bits/char). Metriplector paper: 1.182 bits/byte on FineWeb with 3.6x fewer training tokens "
