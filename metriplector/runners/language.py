@@ -356,9 +356,13 @@ def figure(rows: list[dict], path: Path) -> None:
     if plt is None:
         return
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r in rows:
+    colors = dict(zip(MODELS, ("tab:blue", "tab:orange", "tab:green", "tab:red")))
+    labelled = set()
+    for r in rows:  # one colour per model, one line per seed, one legend entry per model
+        label = None if r["model"] in labelled else f"{r['model']} ({r['params'] / 1e3:.0f}K)"
+        labelled.add(r["model"])
         ax.plot([p["tokens"] for p in r["curve"]], [p["val_loss"] / math.log(2) for p in r["curve"]], marker="o",
-                ms=3, label=f"{r['model']} ({r['params'] / 1e3:.0f}K)")
+                ms=3, color=colors[r["model"]], alpha=0.8, label=label)
     ax.set(xlabel="training tokens", ylabel="validation bits/char (fixed windows)", xscale="log",
            title="character language models, same batches")
     ax.grid(alpha=0.3)
