@@ -35,20 +35,12 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from sp_dynamics._checks import check_tokens
 from sp_dynamics.serialization import serializable
 
 from .scan import causal_scan, causal_scan_loop
 
-__all__ = ["CausalPoissonBlock", "CausalMetriplectorLM", "GPT", "LSTMLM", "check_tokens", "generate"]
-
-
-def check_tokens(tokens: Tensor, vocab: int, context: int | None = None) -> None:
-    if tokens.ndim != 2 or tokens.dtype != torch.long:
-        raise ValueError(f"tokens must be an int64 tensor (batch, time), got {tokens.dtype} {tuple(tokens.shape)}")
-    if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= vocab):
-        raise ValueError(f"token ids must lie in 0..{vocab - 1}, got {int(tokens.min())}..{int(tokens.max())}")
-    if context is not None and tokens.shape[1] > context:
-        raise ValueError(f"sequence of {tokens.shape[1]} tokens exceeds the model's context of {context}")
+__all__ = ["CausalPoissonBlock", "CausalMetriplectorLM", "GPT", "LSTMLM", "generate"]
 
 
 class _MLP(nn.Module):

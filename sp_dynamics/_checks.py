@@ -40,6 +40,17 @@ def check_finite(x: Tensor, name: str) -> Tensor:
     return x
 
 
+def check_tokens(tokens: Tensor, vocab: int, context: int | None = None) -> Tensor:
+    """Token ids (batch, time) for a sequence model: int64, in 0..vocab-1, at most ``context`` long."""
+    if tokens.ndim != 2 or tokens.dtype != torch.long:
+        raise ValueError(f"tokens must be an int64 tensor (batch, time), got {tokens.dtype} {tuple(tokens.shape)}")
+    if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= vocab):
+        raise ValueError(f"token ids must lie in 0..{vocab - 1}, got {int(tokens.min())}..{int(tokens.max())}")
+    if context is not None and tokens.shape[1] > context:
+        raise ValueError(f"sequence of {tokens.shape[1]} tokens exceeds the model's context of {context}")
+    return tokens
+
+
 def _is_functorch_tensor(x: Tensor) -> bool:
     # Inside torch.func.vmap / grad, data-dependent Python control flow is not allowed.
     try:

@@ -208,7 +208,7 @@ class _AdamRun:
                 data_part = torch.zeros((), dtype=self.x.dtype, device=self.x.device)
             shard.sum_gradients(self.base_params)
             reg, orth = self.regulariser()
-            if torch.is_tensor(reg) and reg.requires_grad:
+            if reg.requires_grad:
                 reg.backward()
             torch.nn.utils.clip_grad_norm_(self.base_params, cfg.grad_clip)
             self.opt.step()
@@ -219,7 +219,7 @@ class _AdamRun:
         if not torch.isfinite(data):
             raise FloatingPointError(f"meta-training diverged at iteration {it} (loss {float(data)})")
         row = {"iteration": it + 1, "phase": "adam", "loss": float(data),
-               "latent_norm": float(latent_norm), "orth": float(orth.detach()) if torch.is_tensor(orth) else float(orth),
+               "latent_norm": float(latent_norm), "orth": float(orth.detach()),
                "time_s": round(time.time() - t0, 3)}
         if (it + 1) % cfg.log_every == 0 or it + 1 == cfg.iterations:
             self.log.append(row)

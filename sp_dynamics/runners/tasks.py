@@ -86,22 +86,23 @@ def meta_train_main(argv: list[str] | None = None) -> None:
     torch.manual_seed(args.seed)
     model = latent_model(args.method, system, cfg, x, dx).to(x.dtype)
     out = Path(args.out)
+    from ..meta.distributed import from_environment
     from ..meta.training import meta_train
 
     start = time.time()
     # under torchrun (WORLD_SIZE > 1) meta_train shards the instances over the processes
     latents, log = meta_train(model, x, dx, config=meta, run_dir=out)
-    dist = torch.distributed
-    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-    if world == 1 or dist.get_rank() == 0:
+    shard = from_environment()  # the job meta_train ran in (a single process outside torchrun)
+    world = shard.world
+    if shard.is_main:
         atomic_write_text(json.dumps({"system": system.name, "method": args.method, "preset": args.preset,
                                       "overrides": args.overrides, "data": args.data, "seed": args.seed,
                                       "processes": world, "benchmark_config": config_dict(cfg)}, indent=1),
                           out / "run.json")
         _print_json({"run": str(out), "systems": int(x.shape[0]), "final_loss": log[-1]["loss"] if log else None,
                      "processes": world, "seconds": round(time.time() - start, 1)})
-    if world > 1:
-        dist.destroy_process_group()
+    if shard.enabled:
+        torch.distributed.destroy_process_group()
 
 
 def _support(data, shots: int | None, seed: int):

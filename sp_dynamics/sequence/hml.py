@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from .._checks import check_tokens
 from ..nn import MLP, gradient
 from ..serialization import serializable
 from .scan import affine_scan
@@ -380,10 +381,7 @@ class HMLStack(nn.Module):
         self.head = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.Linear(width, vocab))
 
     def forward(self, tokens: Tensor) -> Tensor:
-        if tokens.ndim != 2 or tokens.dtype != torch.long:
-            raise ValueError(f"tokens must be an int64 tensor (batch, time), got {tokens.dtype} {tuple(tokens.shape)}")
-        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.vocab):
-            raise ValueError(f"token ids must lie in 0..{self.vocab - 1}, got {int(tokens.min())}..{int(tokens.max())}")
+        check_tokens(tokens, self.vocab)
         h = self.embed(tokens)
         for k, (layer, norm) in enumerate(zip(self.layers, self.norms)):
             y, _ = layer(h)
