@@ -52,6 +52,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from sp_dynamics.brackets import CanonicalJ, LearnedSkew
+from sp_dynamics.nn import matched_width
 from sp_dynamics.serialization import serializable
 
 from .graphs import GridGraph
@@ -69,9 +70,7 @@ __all__ = [
     "VisionLayer",
     "MetriplectorVision",
     "ResNetBaseline",
-    "count_parameters",
     "baseline_width",
-    "matched_width",
 ]
 
 READOUTS = ("stress", "curvature", "values")
@@ -337,23 +336,7 @@ class ResNetBaseline(nn.Module):
         return self.head(h.mean(dim=(-2, -1)))
 
 
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 def baseline_width(target: int, blocks: int, in_channels: int = 1, classes: int = 10) -> int:
     """The ResNetBaseline width whose parameter count is closest to ``target``."""
     return matched_width(lambda w: ResNetBaseline(in_channels, classes, w, blocks), target)
-
-
-def matched_width(make, target: int) -> int:
-    """The width ``w`` for which ``count_parameters(make(w))`` is closest to ``target``."""
-    def size(w: int) -> int:
-        return count_parameters(make(w))
-
-    lo, hi = 1, 1024  # the count grows with the width: bisect for the last width at or below target
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        lo, hi = (mid, hi) if size(mid) <= target else (lo, mid - 1)
-    return min((lo, lo + 1), key=lambda w: abs(size(w) - target))
 

@@ -8,7 +8,8 @@ import torch
 from torch import Tensor, nn
 from .serialization import serializable
 
-__all__ = ["MLP", "Scaled", "ScalarFunction", "Standardize", "standardize_inputs", "gradient", "activation"]
+__all__ = ["MLP", "Scaled", "ScalarFunction", "Standardize", "standardize_inputs", "gradient", "activation",
+           "count_parameters", "matched_width"]
 
 _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "tanh": nn.Tanh,
@@ -142,3 +143,21 @@ class Scaled(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.scale * self.net(x)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """All parameters of ``model``, trainable or not."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def matched_width(make: Callable[[int], nn.Module], target: int) -> int:
+    """The width ``w`` for which ``count_parameters(make(w))`` is closest to ``target`` (the count
+    must grow with the width): equal-parameter baselines."""
+    def size(w: int) -> int:
+        return count_parameters(make(w))
+
+    lo, hi = 1, 1024  # bisect for the last width at or below target
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if size(mid) <= target else (lo, mid - 1)
+    return min((lo, lo + 1), key=lambda w: abs(size(w) - target))

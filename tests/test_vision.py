@@ -11,8 +11,9 @@ import torch
 from metriplector.images import MNIST_SPLIT, check_image_arrays, load_cifar, load_image_npz, mnist_split
 from metriplector.layers import stress_from_gradients
 from metriplector.vision import (GradientFilters, MetriplectorVision, ResNetBaseline, SkewAdvection, VisionLayer,
-                                 baseline_width, count_parameters, readout_channels, readout_features)
+                                 baseline_width, readout_channels, readout_features)
 from sp_dynamics.cli import main as cli
+from sp_dynamics.nn import count_parameters
 
 
 def _phi(B=3, C=6, H=7, W=9, seed=0):

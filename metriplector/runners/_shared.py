@@ -1,8 +1,10 @@
-"""What the metriplector training runners share: model-name and device checks, and loading a
-checkpoint file of a given format with a clear error."""
+"""What the metriplector training runners share: model-name and device checks, the parameter
+parity check of a comparison, the warm-up + cosine schedule, and loading a checkpoint file of a
+given format with a clear error."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -22,6 +24,23 @@ def check_device(device: str) -> str:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError(f"--device {device}: CUDA is not available on this machine")
     return device
+
+
+def check_parity(counts: dict[str, int], reference: int, name: str, tolerance: float = 0.10) -> dict[str, int]:
+    """``counts`` unchanged if every one lies within ``tolerance`` of ``reference`` (the count of
+    the ``name`` model); a UsageError naming the others otherwise."""
+    bad = {k: n for k, n in counts.items() if abs(n - reference) > tolerance * reference}
+    if bad:
+        raise UsageError(f"parameter counts differ by more than {tolerance:.0%} from the {name} model's {reference}: {bad}")
+    return counts
+
+
+def warmup_cosine(step: int, warmup: int, total: int) -> float:
+    """Learning-rate factor at (0-based) ``step``: linear warm-up over ``warmup`` steps, then a
+    cosine decay to 0 at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
 
 
 def load_blob(path: str | Path, fmt: str, what: str) -> dict:

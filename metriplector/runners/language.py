@@ -40,13 +40,13 @@ from tqdm import tqdm
 
 from sp_dynamics.config import apply_overrides, config_dict, config_hash
 from sp_dynamics.io import atomic_save, atomic_write_text, safe_load
+from sp_dynamics.nn import count_parameters, matched_width
 from sp_dynamics.runners.common import (Parser, UsageError, command_line, default_out, machine_line, pyplot, run_jobs,
                                         set_threads, write_results)
 from sp_dynamics.sequence import HMLStack
 
 from ..language import GPT, LSTMLM, CausalMetriplectorLM, generate
-from ._shared import check_device, check_models, load_blob
-from ..vision import count_parameters, matched_width
+from ._shared import check_device, check_models, check_parity, load_blob, warmup_cosine
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "tinyshakespeare.txt"
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
@@ -190,21 +190,12 @@ def model_kwargs(cfg: LanguageConfig, kind: str, vocab: int) -> dict:
 
 
 def parameter_counts(cfg: LanguageConfig, kinds, vocab: int) -> dict:
+    """Parameter counts of the models, each within 10% of the GPT's."""
     counts = {k: count_parameters(build(k, model_kwargs(cfg, k, vocab))) for k in kinds}
-    ref = count_parameters(build("gpt", model_kwargs(cfg, "gpt", vocab)))
-    bad = {k: n for k, n in counts.items() if abs(n - ref) > PARITY * ref}
-    if bad:
-        raise UsageError(f"parameter counts differ by more than {PARITY:.0%} from the GPT's {ref}: {bad}")
-    return counts
+    return check_parity(counts, count_parameters(build("gpt", model_kwargs(cfg, "gpt", vocab))), "GPT", PARITY)
 
 
 # ------------------------------------------------------------------------------------- training
-
-def _lr(cfg: LanguageConfig, it: int) -> float:
-    if it < cfg.warmup:
-        return cfg.lr * (it + 1) / cfg.warmup
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, (it - cfg.warmup) / max(1, cfg.iterations - cfg.warmup))))
-
 
 def train_one(cfg: LanguageConfig, kind: str, seed: int, run_dir: str, text: str | None = None, device: str = "cpu",
               threads: int | None = None) -> dict:
@@ -243,7 +234,7 @@ def train_one(cfg: LanguageConfig, kind: str, seed: int, run_dir: str, text: str
         starts = torch.randint(0, len(train) - cfg.context - 1, (cfg.batch,), generator=g)
         chunk = torch.stack([train[s : s + cfg.context + 1] for s in starts.tolist()]).to(device)
         for group in opt.param_groups:
-            group["lr"] = _lr(cfg, it)
+            group["lr"] = cfg.lr * warmup_cosine(it, cfg.warmup, cfg.iterations)
         logits = model(chunk[:, :-1])
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), chunk[:, 1:].reshape(-1))
         if not torch.isfinite(loss):

@@ -39,13 +39,14 @@ from tqdm import tqdm
 
 from sp_dynamics.config import apply_overrides, config_dict, config_hash
 from sp_dynamics.io import atomic_save, atomic_write_text, safe_load
+from sp_dynamics.nn import count_parameters, matched_width
 from sp_dynamics.runners.common import (Parser, UsageError, command_line, default_out, machine_line, pyplot, run_jobs,
                                         set_threads, write_results)
 
-from ._shared import check_device, check_models, load_blob
+from ._shared import check_device, check_models, check_parity, load_blob, warmup_cosine
 from ..images import load_cifar, load_image_folder, load_image_npz, mnist_split, to_tensor
 from ..layers import stress_from_gradients
-from ..vision import MetriplectorVision, ResNetBaseline, baseline_width, count_parameters, matched_width
+from ..vision import MetriplectorVision, ResNetBaseline, baseline_width
 
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
 DEFAULT_CHECKPOINT = CHECKPOINTS / "vision_mnist.pt"
@@ -96,20 +97,28 @@ PRESETS = {
 
 # --------------------------------------------------------------------------------------- models
 
+def _metriplector_kwargs(cfg: VisionConfig, readout: str, in_channels: int, classes: int) -> dict:
+    return {"in_channels": in_channels, "classes": classes, "width": cfg.width, "depth": cfg.depth,
+            "fields": cfg.fields, "substeps": cfg.substeps, "dt": cfg.dt, "readout": readout,
+            "advection_step": cfg.advection_step, "diffusion_step": cfg.diffusion_step, "drop_path": cfg.drop_path}
+
+
+def stress_parameters(cfg: VisionConfig, in_channels: int, classes: int) -> int:
+    """The parameter count every compared model is matched to: the stress-energy model's."""
+    return count_parameters(MetriplectorVision(**_metriplector_kwargs(cfg, "stress", in_channels, classes)))
+
+
 def model_kwargs(cfg: VisionConfig, kind: str, in_channels: int, classes: int) -> dict:
+    check_models((kind,), MODELS)
     if kind == "cnn":
-        target = count_parameters(MetriplectorVision(**model_kwargs(cfg, "stress", in_channels, classes)))
         return {"in_channels": in_channels, "classes": classes, "blocks": cfg.cnn_blocks,
-                "width": baseline_width(target, cfg.cnn_blocks, in_channels, classes)}
-    if kind not in MODELS:
-        raise UsageError(f"unknown model {kind!r}; choose from {', '.join(MODELS)}")
-    kwargs = {"in_channels": in_channels, "classes": classes, "width": cfg.width, "depth": cfg.depth,
-              "fields": cfg.fields, "substeps": cfg.substeps, "dt": cfg.dt, "readout": kind,
-              "advection_step": cfg.advection_step, "diffusion_step": cfg.diffusion_step, "drop_path": cfg.drop_path}
+                "width": baseline_width(stress_parameters(cfg, in_channels, classes), cfg.cnn_blocks, in_channels,
+                                        classes)}
+    kwargs = _metriplector_kwargs(cfg, kind, in_channels, classes)
     if kind != "stress":
         # a swapped readout keeps the width of h unless that moves the parameter count by more
         # than 10% (the value readout has C + C(C+1)/2 features, not C^2); then the width is matched
-        target = count_parameters(MetriplectorVision(**model_kwargs(cfg, "stress", in_channels, classes)))
+        target = stress_parameters(cfg, in_channels, classes)
         if abs(count_parameters(MetriplectorVision(**kwargs)) - target) > PARITY * target:
             kwargs["width"] = matched_width(lambda w: MetriplectorVision(**{**kwargs, "width": w}), target)
     return kwargs
@@ -119,14 +128,10 @@ def build(kind: str, kwargs: dict) -> torch.nn.Module:
     return ResNetBaseline(**kwargs) if kind == "cnn" else MetriplectorVision(**kwargs)
 
 
-def check_parameter_parity(cfg: VisionConfig, kinds, in_channels: int, classes: int, tolerance: float = PARITY) -> dict:
-    """Parameter counts of the models, each within ``tolerance`` of the stress model's."""
+def check_parameter_parity(cfg: VisionConfig, kinds, in_channels: int, classes: int) -> dict:
+    """Parameter counts of the models, each within 10% of the stress model's."""
     counts = {k: count_parameters(build(k, model_kwargs(cfg, k, in_channels, classes))) for k in kinds}
-    ref = count_parameters(build("stress", model_kwargs(cfg, "stress", in_channels, classes)))
-    bad = {k: n for k, n in counts.items() if abs(n - ref) > tolerance * ref}
-    if bad:
-        raise UsageError(f"parameter counts differ by more than {tolerance:.0%} from the stress model's {ref}: {bad}")
-    return counts
+    return check_parity(counts, stress_parameters(cfg, in_channels, classes), "stress", PARITY)
 
 
 # ----------------------------------------------------------------------------------------- data
@@ -175,14 +180,6 @@ def predict(model: torch.nn.Module, x: torch.Tensor, batch: int = 500) -> torch.
 
 # ------------------------------------------------------------------------------------- training
 
-def _schedule(cfg: VisionConfig, total: int):
-    def factor(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))))
-    return factor
-
-
 def train_one(cfg: VisionConfig, kind: str, seed: int, run_dir: str, cifar: str | None = None,
               device: str = "cpu", threads: int | None = None) -> dict:
     """Train one model on ``device``; checkpoint every epoch to ``run_dir``; resume from there.
@@ -198,7 +195,8 @@ def train_one(cfg: VisionConfig, kind: str, seed: int, run_dir: str, cifar: str 
     model = build(kind, kwargs).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(tx) / cfg.batch)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(cfg, cfg.epochs * steps_per_epoch))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: warmup_cosine(step, cfg.warmup_steps, cfg.epochs * steps_per_epoch))
     g = torch.Generator().manual_seed(seed)
     state_path = run_dir / f"{kind}_seed{seed}.state.pt"
     history, epoch0, train_time = [], 0, 0.0
