@@ -101,12 +101,6 @@ class GradientFilters(nn.Module):
         return out[:, 0::2], out[:, 1::2]
 
 
-def _laplacian5(phi: Tensor) -> Tensor:
-    """5-point Laplacian with replicate (Neumann) borders."""
-    p = F.pad(phi, (1, 1, 1, 1), mode="replicate")
-    return p[..., :-2, 1:-1] + p[..., 2:, 1:-1] + p[..., 1:-1, :-2] + p[..., 1:-1, 2:] - 4 * phi
-
-
 def readout_channels(readout: str, fields: int) -> int:
     """Number of readout features for C fields."""
     if readout not in READOUTS:
@@ -122,7 +116,8 @@ def readout_features(readout: str, phi: Tensor, gradients: GradientFilters | Non
             raise ValueError("the stress readout needs the GradientFilters")
         return torch.cat(stress_from_gradients(*gradients(phi)), 1)
     if readout == "curvature":
-        lap = _laplacian5(phi)
+        ones = phi.new_ones(())  # the 5-point Laplacian with Neumann borders: -L phi on the unit grid graph
+        lap = -GridGraph(phi.shape[-2], phi.shape[-1]).laplacian((ones, ones), phi)
         i, j = torch.triu_indices(C, C, 0, device=phi.device)
         k, m = torch.triu_indices(C, C, 1, device=phi.device)
         return torch.cat([phi[:, i] * lap[:, j] + phi[:, j] * lap[:, i], phi[:, k] * lap[:, m] - phi[:, m] * lap[:, k]], 1)
@@ -247,11 +242,15 @@ class VisionLayer(nn.Module):
     def features(self, phi: Tensor) -> Tensor:
         return readout_features(self.readout, phi, self.gradients)
 
+    def update(self, h: Tensor, phi: Tensor) -> Tensor:
+        """The new representation from h and the fields it evolved."""
+        update = F.silu(self.mix_norm(self.mix(self.features(phi)))) * self.gate[:, None, None]
+        return h + _drop_path(update, self.drop_path, self.training)
+
     def forward(self, h: Tensor) -> Tensor:
         if h.ndim != 4 or h.shape[1] != self.channels:
             raise ValueError(f"expected a representation of shape (B, {self.channels}, H, W), got {tuple(h.shape)}")
-        update = F.silu(self.mix_norm(self.mix(self.features(self.evolve(h))))) * self.gate[:, None, None]
-        return h + _drop_path(update, self.drop_path, self.training)
+        return self.update(h, self.evolve(h))
 
 
 def _drop_path(x: Tensor, p: float, training: bool) -> Tensor:
@@ -292,22 +291,22 @@ class MetriplectorVision(nn.Module):
         self.head_norm = nn.BatchNorm2d(width)
         self.head = nn.Linear(width, classes)
 
-    def representations(self, x: Tensor) -> list[Tensor]:
-        """h after the stem and after every block."""
+    def _run(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """The last representation and the evolved fields of every block."""
         _check_images(x, self.in_channels)
-        hs = [self.stem(x)]
+        h, phis = self.stem(x), []
         for layer in self.layers:
-            hs.append(layer(hs[-1]))
-        return hs
+            phis.append(layer.evolve(h))
+            h = layer.update(h, phis[-1])
+        return h, phis
 
     @torch.no_grad()
     def fields(self, x: Tensor) -> list[Tensor]:
         """The evolved fields of every block (for figures), each (B, C, H', W')."""
-        hs = self.representations(x)
-        return [layer.evolve(h) for layer, h in zip(self.layers, hs[:-1])]
+        return self._run(x)[1]
 
     def forward(self, x: Tensor) -> Tensor:
-        h = self.representations(x)[-1]
+        h = self._run(x)[0]
         return self.head(F.silu(self.head_norm(h)).mean(dim=(-2, -1)))
 
 
