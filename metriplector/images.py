@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["MNIST_FILE", "MNIST_SPLIT", "load_mnist", "mnist_split", "check_image_arrays", "load_image_npz",
+__all__ = ["MNIST_FILE", "MNIST_SPLIT", "load_mnist", "mnist_parts", "mnist_split", "check_image_arrays", "load_image_npz",
            "load_cifar", "load_image_folder", "to_tensor"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
@@ -65,15 +65,19 @@ def load_mnist(path: str | Path | None = None):
     return load_image_npz(MNIST_FILE if path is None else path, classes=10, shape=(28, 28))
 
 
+def mnist_parts(path: str | Path | None = None) -> dict:
+    """All parts of the fixed split from one read of the file: ``{part: (images, labels)}``."""
+    images, labels = load_mnist(path)
+    if len(images) < MNIST_SPLIT["test"][1]:
+        raise ValueError(f"the MNIST split needs {MNIST_SPLIT['test'][1]} images, the file has {len(images)}")
+    return {part: (images[lo:hi], labels[lo:hi]) for part, (lo, hi) in MNIST_SPLIT.items()}
+
+
 def mnist_split(part: str, path: str | Path | None = None):
     """One part of the fixed split: ``"train"``, ``"val"`` or ``"test"`` (see the module docstring)."""
     if part not in MNIST_SPLIT:
         raise ValueError(f"split part must be one of {sorted(MNIST_SPLIT)}, got {part!r}")
-    images, labels = load_mnist(path)
-    lo, hi = MNIST_SPLIT[part]
-    if len(images) < hi:
-        raise ValueError(f"the MNIST split needs {MNIST_SPLIT['test'][1]} images, the file has {len(images)}")
-    return images[lo:hi], labels[lo:hi]
+    return mnist_parts(path)[part]
 
 
 def to_tensor(images: np.ndarray) -> Tensor:
@@ -149,11 +153,12 @@ def load_image_folder(root: str | Path, size: tuple[int, int] = (28, 28), graysc
     classes = sorted(d.name for d in root.iterdir() if d.is_dir())
     if not classes:
         raise ValueError(f"{root}: no class sub-folders (expected root/<class>/<image>.png)")
-    if all(c.isdigit() for c in classes):
+    digit_names = all(c.isdigit() for c in classes)
+    if digit_names:
         classes = sorted(classes, key=int)
     images, labels = [], []
     for label, name in enumerate(classes):
-        index = int(name) if all(c.isdigit() for c in classes) else label
+        index = int(name) if digit_names else label
         for f in sorted((root / name).iterdir()):
             if f.suffix.lower() not in IMAGE_SUFFIXES:
                 continue

@@ -24,7 +24,6 @@ for the learning curves, 1,000 test scored once). Augmentation: random translati
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import sys
@@ -44,7 +43,7 @@ from sp_dynamics.runners.common import (Parser, UsageError, command_line, defaul
                                         set_threads, write_results)
 
 from ._shared import check_device, check_models, check_parity, load_blob, warmup_cosine
-from ..images import load_cifar, load_image_folder, load_image_npz, mnist_split, to_tensor
+from ..images import load_cifar, load_image_folder, load_image_npz, mnist_parts, to_tensor
 from ..layers import stress_from_gradients
 from ..vision import MetriplectorVision, ResNetBaseline, baseline_width
 
@@ -145,7 +144,8 @@ def load_data(cfg: VisionConfig, cifar: str | None):
         parts = (tx[:-n_val], ty[:-n_val], tx[-n_val:], ty[-n_val:], ex, ey)
     else:
         classes = 10
-        parts = (*mnist_split("train"), *mnist_split("val"), *mnist_split("test"))
+        split = mnist_parts()
+        parts = (*split["train"], *split["val"], *split["test"])
     tx, ty, vx, vy, ex, ey = parts
     if cfg.train_limit:
         tx, ty = tx[: cfg.train_limit], ty[: cfg.train_limit]
@@ -153,6 +153,14 @@ def load_data(cfg: VisionConfig, cifar: str | None):
         vx, vy, ex, ey = vx[: cfg.test_limit], vy[: cfg.test_limit], ex[: cfg.test_limit], ey[: cfg.test_limit]
     t = lambda y: torch.from_numpy(np.asarray(y, dtype=np.int64))  # noqa: E731
     return to_tensor(tx), t(ty), to_tensor(vx), t(vy), to_tensor(ex), t(ey), classes
+
+
+def data_shape(cifar: str | None) -> tuple[int, int]:
+    """(image channels, classes) of the training data, without loading the training set."""
+    if not cifar:
+        return 1, 10
+    images, _, classes = load_cifar(cifar, "test")
+    return images.shape[-1], classes
 
 
 def shift_batch(x: torch.Tensor, shift: int, g: torch.Generator) -> torch.Tensor:
@@ -383,8 +391,7 @@ def cmd_train(args) -> None:
     kinds = check_models(args.models, MODELS)
     out = default_out(args.out, args.default_results)
     data = f"CIFAR pickles from {args.cifar}" if args.cifar else "MNIST 9k split 7500/500/1000"
-    probe = load_data(dataclasses.replace(cfg, train_limit=2, test_limit=2), args.cifar)
-    in_channels, classes = probe[0].shape[1], probe[-1]
+    in_channels, classes = data_shape(args.cifar)
     counts = check_parameter_parity(cfg, kinds, in_channels, classes)
     print("parameters: " + ", ".join(f"{k} {n}" for k, n in counts.items()), flush=True)
     key = config_hash({"cfg": config_dict(cfg), "cifar": args.cifar})
@@ -407,7 +414,7 @@ def cmd_train(args) -> None:
         figures(rows, run_dir, out, stem, cfg, args.cifar)
         if args.ship and "stress" in kinds:
             seed = min(args.seeds)
-            model, blob = load_checkpoint(run_dir / f"stress_seed{seed}.pt")
+            blob = load_blob(run_dir / f"stress_seed{seed}.pt", CHECKPOINT_FORMAT, "vision checkpoint")
             target = Path(args.checkpoints) / f"vision_{'cifar' if args.cifar else 'mnist'}.pt"
             atomic_save(blob, target)
             print(f"shipped checkpoint: {target}", flush=True)
