@@ -274,6 +274,14 @@ def test_shipped_checkpoint_on_the_test_split(tmp_path, capsys):
     assert cli(["vision", "eval", "--data", str(tmp_path / "test.npz")]) == 0
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert line["count"] == 1000 and line["accuracy"] >= 0.985
+    # the seed-0 comparison models of the results table reproduce their recorded accuracies
+    from metriplector.runners.vision import CHECKPOINTS, load_checkpoint
+
+    for kind in ("cnn", "curvature", "values"):
+        path = CHECKPOINTS / f"vision_mnist_{kind}.pt"
+        assert cli(["vision", "eval", "--checkpoint", str(path), "--data", str(tmp_path / "test.npz")]) == 0
+        line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert line["model"] == kind and line["accuracy"] == pytest.approx(load_checkpoint(path)[1]["test_accuracy"])
 
 
 def test_image_folder_pack_then_eval_format(tmp_path, capsys):
