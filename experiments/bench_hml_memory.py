@@ -48,21 +48,24 @@ def saved_bytes(layer: HamiltonianMemoryLayer, x: torch.Tensor) -> tuple[int, to
 def layer_for(mode: str, D: int, checkpoint_every: int = 64, seed: int = 0, gamma: float = 0.0) -> HamiltonianMemoryLayer:
     torch.manual_seed(seed)
     layer = HamiltonianMemoryLayer(16, D, 16, mode=mode, frequencies="linear", checkpoint_every=checkpoint_every,
-                                   damping=gamma > 0)
+                                   damping=gamma > 0, chunk=128)
     if gamma > 0:
         with torch.no_grad():
             layer.raw_gamma.fill_(math.log(math.expm1(gamma)))  # softplus^-1
     return layer
 
 
+MODES = ("loop", "reversible", "fft", "chunked")
+
+
 def memory_rows(Ts: list[int], B: int, D: int) -> list[dict]:
-    for mode in ("loop", "reversible", "fft"):  # warm-up: first calls pay one-off allocation costs
+    for mode in MODES:  # warm-up: first calls pay one-off allocation costs
         layer_for(mode, D)(torch.randn(B, 16, 16))[0].sum().backward()
     rows = []
     for T in Ts:
         x = torch.randn(B, T, 16, generator=torch.Generator().manual_seed(T))
         row = {"T": T}
-        for mode in ("loop", "reversible", "fft"):
+        for mode in MODES:
             layer = layer_for(mode, D)
             t0 = time.perf_counter()
             nbytes, y = saved_bytes(layer, x)
@@ -99,6 +102,8 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--state", type=int, default=128)
     parser.add_argument("--accuracy-T", type=int, default=2000)
+    parser.add_argument("--no-accuracy", dest="accuracy", action="store_false", help="memory and time rows only")
+    parser.add_argument("--stem", default="bench_hml_memory", help="results file name (without .md)")
     parser.add_argument("--no-save", dest="save", action="store_false")
     args = parser.parse_args(argv)
     if min(args.T) < 1 or args.batch < 1 or args.state < 1 or args.accuracy_T < 1:
@@ -106,8 +111,8 @@ def main(argv: list[str] | None = None) -> str:
     start = time.time()
     mem = memory_rows(args.T, args.batch, args.state)
     spacings = [1, 16, 64, 256, args.accuracy_T]
-    acc = accuracy_rows(args.accuracy_T, 8, args.state, spacings) + \
-        accuracy_rows(args.accuracy_T, 8, args.state, spacings, gamma=0.02)
+    acc = (accuracy_rows(args.accuracy_T, 8, args.state, spacings) +
+           accuracy_rows(args.accuracy_T, 8, args.state, spacings, gamma=0.02)) if args.accuracy else []
     mb = 2**20
     lines = [
         "# HML backward: memory and float32 accuracy",
@@ -116,32 +121,33 @@ def main(argv: list[str] | None = None) -> str:
         f"- machine: {platform.machine()}, {torch.get_num_threads()} torch threads; torch {torch.__version__}; "
         f"date {datetime.now(timezone.utc):%Y-%m-%d}; seeds 0 (layer), T (inputs), 1 (accuracy inputs)",
         f"- one layer, quadratic potential, harmonic angles, batch {args.batch}, D = {args.state}, 16 inputs/outputs, float32; "
-        "reversible mode with checkpoint_every = 64; total wall time "
+        "reversible mode with checkpoint_every = 64, chunked mode with chunk = 128; total wall time "
         f"{time.time() - start:.0f} s",
         "",
-        "| T | loop: saved MB | reversible: saved MB | loop / reversible | fft: saved MB | loop fwd+bwd (s) "
-        "| reversible fwd+bwd (s) | fft fwd+bwd (s) | reversible / loop time |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| T | " + " | ".join(f"{m}: saved MB" for m in MODES) + " | loop / reversible memory | "
+        + " | ".join(f"{m} fwd+bwd (s)" for m in MODES) + " | reversible / loop time | fft / chunked time |",
+        "|---" * (2 * len(MODES) + 4) + "|",
     ]
     for r in mem:
-        (lb, lt), (rb, rt), (fb, ft) = r["loop"], r["reversible"], r["fft"]
-        lines.append(f"| {r['T']} | {lb / mb:.2f} | {rb / mb:.3f} | {lb / rb:.0f} | {fb / mb:.2f} | {lt:.3f} | {rt:.3f} "
-                     f"| {ft:.3f} | {rt / lt:.2f} |")
-    lines += [
-        "",
-        f"Gradient accuracy of the reversible backward (float32) against a float64 loop, T = {args.accuracy_T}, batch 8:",
-        "",
-        "Undamped layers run backwards exactly (up to round-off, which does not grow); with damping the",
-        "inverse step multiplies p by exp(+dt gamma), so reconstruction errors grow like exp(dt gamma k)",
-        "between checkpoints -- the reason for the checkpoints.",
-        "",
-        "| damping gamma | checkpoint_every | relative error of the parameter gradient |",
-        "|---|---|---|",
-    ]
-    lines += [f"| {r['gamma']} | {r['checkpoint_every']} | {r['rel_error']:.2e} |" for r in acc]
+        (lb, lt), (rb, rt), (_, ft), (_, ct) = (r[m] for m in MODES)
+        lines.append(f"| {r['T']} | " + " | ".join(f"{r[m][0] / mb:.3f}" for m in MODES) + f" | {lb / rb:.0f} | "
+                     + " | ".join(f"{r[m][1]:.3f}" for m in MODES) + f" | {rt / lt:.2f} | {ft / ct:.2f} |")
+    if acc:
+        lines += [
+            "",
+            f"Gradient accuracy of the reversible backward (float32) against a float64 loop, T = {args.accuracy_T}, batch 8:",
+            "",
+            "Undamped layers run backwards exactly (up to round-off, which does not grow); with damping the",
+            "inverse step multiplies p by exp(+dt gamma), so reconstruction errors grow like exp(dt gamma k)",
+            "between checkpoints -- the reason for the checkpoints.",
+            "",
+            "| damping gamma | checkpoint_every | relative error of the parameter gradient |",
+            "|---|---|---|",
+        ]
+        lines += [f"| {r['gamma']} | {r['checkpoint_every']} | {r['rel_error']:.2e} |" for r in acc]
     table = "\n".join(lines) + "\n"
     if args.save:
-        atomic_write_text(table, RESULTS / "bench_hml_memory.md")
+        atomic_write_text(table, RESULTS / f"{args.stem}.md")
     print(table)
     return table
 

@@ -53,3 +53,27 @@ def test_eval_cli_and_corrupt_checkpoint(tmp_path, capsys):
         ct.main(["eval", "--T", "12", "--checkpoint", str(path)])
     with pytest.raises(ValueError, match="unknown model 'rnn'"):
         ct.build("rnn", cfg)
+
+
+def test_evaluation_does_not_depend_on_the_batch_split():
+    # Catches: long-T evaluation (fewer sequences per batch, see eval_chunk) scoring other
+    # sequences than the short-T one: the fresh sequences must depend on the seed and T only.
+    cfg = ct.CopyConfig(state_size=8, width=8)
+    torch.manual_seed(0)
+    model = ct.build("hml", cfg)
+    a, b = (ct.evaluate(model, 12, 21, seed=3, chunk=c) for c in (4, 250))
+    assert a["cross_entropy"] == pytest.approx(b["cross_entropy"], rel=1e-6) and a["accuracy"] == b["accuracy"]
+    assert ct.eval_chunk(1000) == 250 and ct.eval_chunk(100_000) == 4
+
+
+@pytest.mark.parametrize("mode", ["chunked", "reversible"])
+def test_bench_other_modes_write_their_own_table(tmp_path, mode):
+    # Catches: a long-T bench overwriting the default table (copy_task.md), or a mode option
+    # that does not reach the model.
+    ct.main(["--out", str(tmp_path), "bench", "--T", "15", "--models", "hml", "--max-iterations", "2", "--count", "8",
+             "--batch", "4", "--mode", mode, "--checkpoints", str(tmp_path / "ck")])
+    assert not (tmp_path / "copy_task.md").exists()
+    text = (tmp_path / "copy_task_T15.md").read_text()
+    assert f"HML exact mode: {mode}" in text and "| 15 | HML |" in text
+    model, T = ct.load_checkpoint(tmp_path / "ck" / "copy_hml_T15.pt")
+    assert T == 15 and model.layers[0].mode == mode

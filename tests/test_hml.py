@@ -85,15 +85,17 @@ def _values_and_grads(layer, x, state, up):
     return (y, q, p), [torch.zeros_like(w) if g is None else g for w, g in zip(inputs, grads)]
 
 
-@pytest.mark.parametrize("mode", ["scan", "fft", "reversible"])
+@pytest.mark.parametrize("mode", ["scan", "fft", "chunked", "reversible"])
 @pytest.mark.parametrize("damping", [False, True])
 def test_modes_equal_loop_values_and_gradients(mode, damping):
     # Catches: a wrong composition order in the associative scan, a wrapped-around (circular)
     # FFT convolution, a dropped initial state, damping applied in a different place than the
     # loop, or a reversible backward that rebuilds the wrong state (wrong inverse step or an
-    # off-by-one at a checkpoint boundary: checkpoint_every=4 puts boundaries inside every T).
+    # off-by-one at a checkpoint boundary: checkpoint_every=4 puts boundaries inside every T),
+    # or a chunked evaluation whose Toeplitz kernel, carried state or padding of the last
+    # chunk is off (chunk=4: T = 5, 9 and 100 end in a partial chunk, T = 1 and 64 do not).
     loop = _layer(dt=0.4, damping=damping)
-    other = _layer(dt=0.4, damping=damping, mode=mode, checkpoint_every=4)
+    other = _layer(dt=0.4, damping=damping, mode=mode, checkpoint_every=4, chunk=4)
     other.load_state_dict(loop.state_dict())
     g = torch.Generator().manual_seed(2)
     for T in [1, 5, 9, 64, 100]:

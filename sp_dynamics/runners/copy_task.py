@@ -30,6 +30,7 @@ import dataclasses
 import json
 import math
 import platform
+import resource
 import sys
 import time
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ from .common import Parser, UsageError, default_out, pyplot
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "sequence" / "checkpoints"
 VOCAB, BLANK, DELIMITER, N_SYMBOLS, N_COPY = 10, 0, 9, 8, 10
 MODELS = ("hml", "lstm", "gru")
+DEFAULT_T = [100, 500, 1000]
 
 
 def copy_batch(batch: int, T: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -82,6 +84,7 @@ class CopyConfig:
     target_accuracy: float = 0.999
     val_size: int = 256
     eval_count: int = 1000
+    mode: str = "fft"          # the HML's exact mode: "fft", "chunked" (fastest on a CPU at T >= 2000) or "reversible"
 
 
 class RecurrentBaseline(nn.Module):
@@ -100,7 +103,8 @@ class RecurrentBaseline(nn.Module):
 
 def build(kind: str, cfg: CopyConfig) -> nn.Module:
     if kind == "hml":
-        model = HMLStack(VOCAB, cfg.width, cfg.state_size, n_layers=1, mode="fft", frequencies="linear")
+        model = HMLStack(VOCAB, cfg.width, cfg.state_size, n_layers=1, mode=cfg.mode, frequencies="linear",
+                         chunk=128)
         for layer in model.layers:  # fixed harmonic rotation angles (see the module docstring)
             layer.raw_k.requires_grad_(False)
             layer.raw_dt.requires_grad_(False)
@@ -114,9 +118,16 @@ def n_trainable(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+def eval_chunk(T: int) -> int:
+    """Sequences per evaluation batch: 250, fewer at long T so that a batch's states stay ~0.5 GB."""
+    return max(1, min(250, 500_000 // (T + 2 * N_COPY)))
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, T: int, count: int, seed: int, chunk: int = 250) -> dict:
-    """Accuracy on the recalled symbols and cross-entropy on ``count`` fresh sequences."""
+def evaluate(model: nn.Module, T: int, count: int, seed: int, chunk: int | None = None) -> dict:
+    """Accuracy on the recalled symbols and cross-entropy on ``count`` fresh sequences (the
+    sequences depend on ``seed`` and T only, not on ``chunk``)."""
+    chunk = eval_chunk(T) if chunk is None else chunk
     g = torch.Generator().manual_seed(seed)
     correct = ce = 0.0
     done = 0
@@ -162,7 +173,8 @@ def train(kind: str, T: int, cfg: CopyConfig, seed: int, progress: bool = True) 
                 stopped = "time limit"
                 break
     info = {"model": kind, "T": T, "seed": seed, "iterations": it, "train_time_s": time.time() - start,
-            "stopped": stopped, "parameters": n_trainable(model), "history": history}
+            "stopped": stopped, "parameters": n_trainable(model), "history": history,
+            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
     return model, info
 
 
@@ -259,25 +271,31 @@ def _table(rows: list[dict], cfg: CopyConfig, command: str, wall: float) -> str:
         f"{cfg.time_limit_s:.0f} s; one seed per row",
         f"- evaluation: {cfg.eval_count} fresh sequences (seed 123); accuracy on the 10 recalled symbols; "
         "cross-entropy per position over the whole sequence",
+        f"- HML exact mode: {cfg.mode}; peak memory: the training process's peak resident set size after the row "
+        "(it includes every earlier row of the same run)",
         f"- total wall time {wall:.0f} s",
         "",
         "| T | model | trainable params | iterations | train time (s) | stopped by | recall accuracy | cross-entropy "
-        "| memoryless CE | CE / memoryless |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| memoryless CE | CE / memoryless | s / iteration | peak memory (GB) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         e = r["eval"]
+        memory = f"{r['peak_rss_gb']:.2f}" if "peak_rss_gb" in r else "not recorded"
         lines.append(f"| {r['T']} | {r['model'].upper()} | {r['parameters']} | {r['iterations']} | {r['train_time_s']:.0f} "
                      f"| {r['stopped']} | {e['accuracy']:.4f} | {e['cross_entropy']:.3g} | {e['memoryless_ce']:.3g} "
-                     f"| {e['ce_over_memoryless']:.3g} |")
+                     f"| {e['ce_over_memoryless']:.3g} | {r['train_time_s'] / max(r['iterations'], 1):.2f} | {memory} |")
     return "\n".join(lines) + "\n"
 
 
 def cmd_bench(args) -> None:
-    cfg = CopyConfig(max_iterations=args.max_iterations, time_limit_s=args.time_limit, eval_count=args.count)
+    cfg = CopyConfig(max_iterations=args.max_iterations, time_limit_s=args.time_limit, eval_count=args.count,
+                     mode=args.mode, batch=args.batch)
     results = args.results
     checkpoints = Path(args.checkpoints) if args.checkpoints else results / "checkpoints"
-    json_path = results / "copy_task.json"
+    # the default lengths write copy_task.{json,md}; others their own files (copy_task_T10000.md)
+    stem = "copy_task" if args.T == DEFAULT_T else "copy_task_T" + "_".join(map(str, args.T))
+    json_path = results / f"{stem}.json"
     rows: list[dict] = []
     if args.resume and json_path.exists():
         rows = [r for r in json.loads(json_path.read_text()) if r.get("config") == dataclasses.asdict(cfg)]
@@ -302,7 +320,7 @@ def cmd_bench(args) -> None:
                         figure(model, T, results / f"copy_task_hml_T{T}.png")
     table = _table(rows, cfg, f"{args.prog} {' '.join(args.argv)}", time.time() - start)
     if args.save:
-        atomic_write_text(table, results / "copy_task.md")
+        atomic_write_text(table, results / f"{stem}.md")
     print(table)
 
 
@@ -336,12 +354,15 @@ def main(argv: list[str] | None = None, *, default_results=None, default_checkpo
     parser.add_argument("--out", default=None, help="results folder (default ./results)")
     sub = parser.add_subparsers(dest="cmd", required=True, parser_class=Parser)
     b = sub.add_parser("bench", help="train and evaluate HML, LSTM and GRU; table, checkpoint, figure")
-    b.add_argument("--T", type=int, nargs="+", default=[100, 500, 1000])
+    b.add_argument("--T", type=int, nargs="+", default=list(DEFAULT_T))
     b.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--max-iterations", type=int, default=CopyConfig.max_iterations)
     b.add_argument("--time-limit", type=float, default=CopyConfig.time_limit_s, help="seconds per model and T")
     b.add_argument("--count", type=int, default=CopyConfig.eval_count, help="evaluation sequences")
+    b.add_argument("--batch", type=int, default=CopyConfig.batch, help="training sequences per iteration")
+    b.add_argument("--mode", choices=("fft", "chunked", "reversible"), default=CopyConfig.mode,
+                   help="the HML's exact mode (equal values and gradients; they differ in time and memory)")
     b.add_argument("--resume", action="store_true", help="keep finished rows of results/copy_task.json")
     b.add_argument("--no-save", dest="save", action="store_false", help="write no results or checkpoints")
     b.add_argument("--checkpoints", default=default_checkpoints, help="checkpoint folder (default OUT/checkpoints)")
