@@ -119,6 +119,16 @@ def test_train_eval_sample_round_trip_and_bad_input(tmp_path, capsys):
     assert cli(["language", "sample", "--checkpoint", str(tmp_path / "ck" / "language_hml.pt"), "--prompt", "to be",
                 "--chars", "20"]) == 0
     assert capsys.readouterr().out.startswith("to be")
+    # the HML energy figure along a passage of a user's file; other checkpoints are refused
+    assert cli(["language", "figure", "--checkpoint", str(tmp_path / "ck" / "language_hml.pt"), "--text", str(held),
+                "--layer", "1", "--out", str(tmp_path / "energy.png")]) == 0
+    assert (tmp_path / "energy.png").stat().st_size > 0
+    assert cli(["language", "figure", "--checkpoint", str(tmp_path / "ck" / "language_gpt.pt"), "--text", str(held),
+                "--out", str(tmp_path / "x.png")]) == 2
+    assert cli(["language", "figure", "--checkpoint", str(tmp_path / "ck" / "language_hml.pt"), "--text", str(held),
+                "--layer", "9", "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert "needs an HML checkpoint" in err and "--layer must be in 0..1" in err
     bad = tmp_path / "latin1.txt"
     bad.write_bytes("caf\xe9".encode("latin-1"))
     for argv, message in [(["--text", str(bad)], "not UTF-8 text"), (["--text", str(tmp_path / "none.txt")],

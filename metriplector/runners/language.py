@@ -419,6 +419,59 @@ def cmd_sample(args) -> None:
     print(vocab.decode(out))
 
 
+def energy_figure(checkpoint: str | Path, path: Path, text: str | None = None, layer_index: int = 0,
+                  chars: int | None = None, start: int = 0) -> str:
+    """Energy along a passage and phase portraits of the most-read channels of one HML layer of
+    an HML checkpoint (default passage: the validation split from ``start``, as many characters
+    as the model's training context). Returns the passage."""
+    from sp_dynamics.runners.copy_task import plot_diagnostics
+
+    model, vocab, blob = load_checkpoint(checkpoint)
+    if blob["kind"] != "hml":
+        raise UsageError(f"{checkpoint}: the energy figure needs an HML checkpoint, got a {blob['kind']!r} one")
+    if not 0 <= layer_index < len(model.layers):
+        raise UsageError(f"--layer must be in 0..{len(model.layers) - 1}, got {layer_index}")
+    chars = blob["context"] if chars is None else chars
+    if chars < 2:
+        raise UsageError(f"--chars must be >= 2, got {chars}")
+    if start < 0:
+        raise UsageError(f"--start must be >= 0, got {start}")
+    source = read_text(DATA if text is None else text)
+    if text is None:
+        source = source[int(0.9 * len(source)):]  # the validation split
+    passage = source[start : start + chars]
+    if len(passage) < 2:
+        raise UsageError(f"the text has {len(source)} characters: nothing to plot from --start {start}")
+    ids, _ = vocab.encode(passage)
+    layer = model.layers[layer_index]
+    with torch.no_grad():  # the layer's input: the residual stream after the layers before it
+        h = model.embed(ids[None])
+        for k in range(layer_index):
+            y, _ = model.layers[k](h)
+            h = model.norms[k](h + y)
+            if model.mlps is not None:
+                h = h + model.mlps[k](h)
+        weight = layer.readout.weight.reshape(layer.output_size, 2, layer.D).norm(dim=(0, 1))
+        channels = weight.topk(min(4, layer.D)).indices.sort().values.tolist()
+    plt = pyplot()
+    if plt is None:
+        return passage
+    marks = {f"line {n + 1}": i for n, i in enumerate(i for i, c in enumerate(passage) if c == "\n")}
+    fig = plot_diagnostics(plt, layer, h, channels, marks=marks,
+                           title=f"HML layer {layer_index} along {len(passage)} characters (trained on {blob['context']}; "
+                                 "dotted: line ends)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return passage
+
+
+def cmd_figure(args) -> None:
+    out = Path(args.out) if args.out else default_out(None, args.default_results) / "language_hml_energy.png"
+    energy_figure(args.checkpoint, out, args.text, args.layer, args.chars, args.start)
+    print(f"wrote {out}")
+
+
 def main(argv: list[str] | None = None, *, default_results=None, default_checkpoints=None,
          prog: str = "sp-dynamics language") -> None:
     parser = Parser(prog=prog, description=__doc__)
@@ -442,9 +495,16 @@ def main(argv: list[str] | None = None, *, default_results=None, default_checkpo
     s.add_argument("--chars", type=int, default=300)
     s.add_argument("--temperature", type=float, default=0.8)
     s.add_argument("--seed", type=int, default=0)
+    f = sub.add_parser("figure", help="energy and phase portraits of an HML layer along a passage")
+    f.add_argument("--checkpoint", default=str(CHECKPOINTS / "language_hml.pt"))
+    f.add_argument("--text", default=None, help="a UTF-8 file (default: the validation split of tiny Shakespeare)")
+    f.add_argument("--start", type=int, default=0, help="first character of the passage")
+    f.add_argument("--chars", type=int, default=None, help="passage length (default: the training context)")
+    f.add_argument("--layer", type=int, default=0)
+    f.add_argument("--out", default=None, metavar="FILE.png")
     args = parser.parse_args(argv)
     args.argv, args.prog, args.default_results = list(sys.argv[1:] if argv is None else argv), prog, default_results
-    {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample}[args.cmd](args)
+    {"train": cmd_train, "eval": cmd_eval, "sample": cmd_sample, "figure": cmd_figure}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -234,7 +234,8 @@ def plot_diagnostics(plt, layer: HamiltonianMemoryLayer, x: Tensor, channels: li
         ax.plot(t, energy["H_shadow"][0], lw=1.5, label="leapfrog's exact invariant (constant while the input is)")
     for name, step in (marks or {}).items():
         ax.axvline(step, color="k", ls=":", lw=0.8)
-        ax.annotate(name, (step, ax.get_ylim()[1]), fontsize=8, ha="right", va="top", rotation=90)
+        if len(marks) <= 6:  # more names would overlap; the caller's title says what the lines are
+            ax.annotate(name, (step, ax.get_ylim()[1]), fontsize=8, ha="right", va="top", rotation=90)
     ax.set_xlabel("time step")
     ax.set_ylabel("energy")
     ax.legend(fontsize=8, loc="center right")
@@ -290,7 +291,7 @@ def _table(rows: list[dict], cfg: CopyConfig, command: str, wall: float) -> str:
 
 def cmd_bench(args) -> None:
     cfg = CopyConfig(max_iterations=args.max_iterations, time_limit_s=args.time_limit, eval_count=args.count,
-                     mode=args.mode, batch=args.batch)
+                     mode=args.mode, batch=args.batch, eval_every=args.eval_every)
     results = args.results
     checkpoints = Path(args.checkpoints) if args.checkpoints else results / "checkpoints"
     # the default lengths write copy_task.{json,md}; others their own files (copy_task_T10000.md)
@@ -361,6 +362,8 @@ def main(argv: list[str] | None = None, *, default_results=None, default_checkpo
     b.add_argument("--time-limit", type=float, default=CopyConfig.time_limit_s, help="seconds per model and T")
     b.add_argument("--count", type=int, default=CopyConfig.eval_count, help="evaluation sequences")
     b.add_argument("--batch", type=int, default=CopyConfig.batch, help="training sequences per iteration")
+    b.add_argument("--eval-every", type=int, default=CopyConfig.eval_every,
+                   help=f"iterations between validations ({CopyConfig.val_size} sequences; costly at long T)")
     b.add_argument("--mode", choices=("fft", "chunked", "reversible"), default=CopyConfig.mode,
                    help="the HML's exact mode (equal values and gradients; they differ in time and memory)")
     b.add_argument("--resume", action="store_true", help="keep finished rows of results/copy_task.json")
@@ -381,6 +384,9 @@ def main(argv: list[str] | None = None, *, default_results=None, default_checkpo
     args.results = default_out(args.out, default_results)
     if min(args.T if isinstance(args.T, list) else [args.T]) < 1:
         raise UsageError("T must be >= 1")
+    for name in ("batch", "eval_every", "max_iterations", "count"):
+        if getattr(args, name, 1) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     {"bench": cmd_bench, "eval": cmd_eval, "figure": cmd_figure}[args.cmd](args)
 
 
