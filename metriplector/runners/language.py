@@ -445,14 +445,8 @@ def energy_figure(checkpoint: str | Path, path: Path, text: str | None = None, l
     ids, _ = vocab.encode(passage)
     layer = model.layers[layer_index]
     with torch.no_grad():  # the layer's input: the residual stream after the layers before it
-        h = model.embed(ids[None])
-        for k in range(layer_index):
-            y, _ = model.layers[k](h)
-            h = model.norms[k](h + y)
-            if model.mlps is not None:
-                h = h + model.mlps[k](h)
-        weight = layer.readout.weight.reshape(layer.output_size, 2, layer.D).norm(dim=(0, 1))
-        channels = weight.topk(min(4, layer.D)).indices.sort().values.tolist()
+        h = model.mix(model.embed(ids[None]), stop=layer_index)
+    channels = layer.most_read_channels(4)
     plt = pyplot()
     if plt is None:
         return passage

@@ -295,8 +295,7 @@ def energy_figure(checkpoint: str | Path, path: Path, index: int = 0) -> None:
     layer = model.layers[0]
     with torch.no_grad():
         h = model.inp(x)
-        weight = layer.readout.weight.reshape(layer.output_size, 2, layer.D).norm(dim=(0, 1))
-        channels = weight.topk(min(4, layer.D)).indices.sort().values.tolist()
+    channels = layer.most_read_channels(4)
     fig = plot_diagnostics(plt, layer, h, channels, title=f"first HML layer along test digit {index} "
                            f"(label {labels[index]}), {blob['order']} pixels")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -204,9 +204,7 @@ def figure(model: HMLStack, T: int, path: Path, seed: int = 7) -> None:
     layer = model.layers[0]
     with torch.no_grad():
         h = model.embed(x)
-        # the channels the readout uses most
-        weight = layer.readout.weight.reshape(layer.output_size, 2, layer.D).norm(dim=(0, 1))
-        channels = weight.topk(4).indices.sort().values.tolist()
+    channels = layer.most_read_channels(4)
     fig = plot_diagnostics(plt, layer, h, channels, marks={"last symbol": N_COPY - 1, "delimiter": T + N_COPY - 1},
                            title=f"trained HML on a copy-task sequence, T = {T}")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -233,6 +233,12 @@ class HamiltonianMemoryLayer(nn.Module):
             raise ValueError("rotation angles are defined for the quadratic potential only")
         return torch.arccos(1 - self.dt**2 * self.stiffness / 2)
 
+    def most_read_channels(self, n: int = 4) -> list[int]:
+        """The ``n`` oscillators whose (q, p) the readout weighs most (column norms), sorted."""
+        with torch.no_grad():
+            weight = self.readout.weight.reshape(self.output_size, 2, self.D).norm(dim=(0, 1))
+        return weight.topk(min(n, self.D)).indices.sort().values.tolist()
+
     def potential_energy(self, q: Tensor) -> Tensor:
         V = 0.5 * (self.stiffness.to(q) * q**2).sum(-1)
         if self.V_net is not None:
@@ -413,9 +419,10 @@ class _ResidualHMLs(nn.Module):
             nn.Sequential(nn.LayerNorm(width), nn.Linear(width, mlp_ratio * width), nn.GELU(),
                           nn.Linear(mlp_ratio * width, width)) for _ in range(n_layers)) if mlp_ratio else None
 
-    def mix(self, h: Tensor) -> Tensor:
-        """(B, T, width) -> (B, T, width) through every layer."""
-        for k, (layer, norm) in enumerate(zip(self.layers, self.norms)):
+    def mix(self, h: Tensor, stop: int | None = None) -> Tensor:
+        """(B, T, width) -> (B, T, width) through every layer (through the first ``stop``
+        layers if given: the input that layer ``stop`` sees)."""
+        for k, (layer, norm) in enumerate(zip(self.layers[:stop], self.norms[:stop])):
             y, _ = layer(h)
             h = norm(h + y)
             if self.mlps is not None:
