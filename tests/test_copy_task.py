@@ -77,3 +77,11 @@ def test_bench_other_modes_write_their_own_table(tmp_path, mode):
     assert f"HML exact mode: {mode}" in text and "| 15 | HML |" in text
     model, T = ct.load_checkpoint(tmp_path / "ck" / "copy_hml_T15.pt")
     assert T == 15 and model.layers[0].mode == mode
+
+
+def test_shipped_T10000_checkpoint_recalls_fresh_sequences(capsys):
+    # Regression test of the shipped long-sequence artifact (results: 0.9997 on 1000 sequences):
+    # the eval command on 40 fresh sequences of length 10,020.
+    ct.main(["eval", "--T", "10000", "--count", "40", "--seed", "321"])
+    out = json.loads(capsys.readouterr().out)
+    assert out["T"] == 10000 and out["count"] == 40 and out["accuracy"] >= 0.99
