@@ -117,6 +117,6 @@ def test_shipped_checkpoints_reproduce_their_recorded_test_accuracy(tmp_path, ca
             line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
             _, blob = rp.load_checkpoint(path)
             assert line["count"] == 1000 and line["order"] == order and line["model"] == kind
-            assert line["accuracy"] == pytest.approx(blob["test_accuracy"], abs=1e-9)
+            assert line["accuracy"] == pytest.approx(blob["test_accuracy"], abs=1e-6)  # float32 mean; one digit is 1e-3
             if (order, kind) == ("permuted", "hml"):
                 assert line["accuracy"] >= 0.90
