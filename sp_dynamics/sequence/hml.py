@@ -17,8 +17,8 @@ Rusch & Rus 2025); ``"mlp"`` -- V = sum_i k_i q_i^2 / 2 + MLP(q) (nonlinear, seq
 
 Dimension letters: B batch, T time, D oscillators (state size 2D), I input, O output.
 
-(One file of about 420 lines on purpose: the layer's four modes -- loop, scan, fft, reversible --
-are four evaluations of the same recurrence that the tests hold equal in values and gradients,
+(One file of about 500 lines on purpose: the layer's five modes -- loop, scan, fft, chunked, reversible --
+are five evaluations of the same recurrence that the tests hold equal in values and gradients,
 and they are easiest to keep equal side by side.)
 """
 
