@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from sp_dynamics._checks import check_sequence
 from sp_dynamics.serialization import serializable
 
-from .images import MNIST_SPLIT, check_image_arrays
 from .language import CausalPoissonBlock
 
 __all__ = ["ORDERS", "SEQUENCE_LENGTH", "permutation", "pixel_sequences", "RNNClassifier", "MetriplectorClassifier"]
@@ -56,12 +56,6 @@ def pixel_sequences(images: np.ndarray, order: str) -> Tensor:
     return x.view(len(images), SEQUENCE_LENGTH)[:, permutation(order)].unsqueeze(-1).contiguous()
 
 
-def _check_input(x, input_size: int, name: str) -> None:
-    if not isinstance(x, Tensor) or x.ndim != 3 or x.shape[-1] != input_size or not x.is_floating_point():
-        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"{name} input must be a float tensor (batch, time, {input_size}), got {shape}")
-
-
 def _head(width: int, classes: int) -> nn.Module:
     return nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.Linear(width, classes))
 
@@ -79,7 +73,7 @@ class RNNClassifier(nn.Module):
         self.head = _head(hidden, classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        _check_input(x, self.input_size, type(self).__name__)
+        check_sequence(x, self.input_size, type(self).__name__)
         return self.head(self.rnn(x)[0][:, -1])
 
 
@@ -99,16 +93,8 @@ class MetriplectorClassifier(nn.Module):
         self.head = _head(width, classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        _check_input(x, self.input_size, type(self).__name__)
+        check_sequence(x, self.input_size, type(self).__name__)
         h = self.inp(x)
         for block in self.blocks:
             h = block(h)
         return self.head(self.norm(h[:, -1]))
-
-
-def check_npz_digits(images, labels, source: str) -> tuple[np.ndarray, np.ndarray]:
-    """The eval file's arrays, checked: images (N, 28, 28) uint8, labels (N,) in 0..9."""
-    return check_image_arrays(images, labels, classes=10, shape=(28, 28), source=source)
-
-
-SPLIT = MNIST_SPLIT  # the fixed split of the shipped digits (train / val / test by position)

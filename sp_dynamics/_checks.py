@@ -51,6 +51,14 @@ def check_tokens(tokens: Tensor, vocab: int, context: int | None = None) -> Tens
     return tokens
 
 
+def check_sequence(x, features: int, name: str) -> Tensor:
+    """Real-valued sequences (batch, time, features) for a sequence classifier."""
+    if not isinstance(x, Tensor) or x.ndim != 3 or x.shape[-1] != features or not x.is_floating_point():
+        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"{name} input must be a float tensor (batch, time, {features}), got {shape}")
+    return x
+
+
 def _is_functorch_tensor(x: Tensor) -> bool:
     # Inside torch.func.vmap / grad, data-dependent Python control flow is not allowed.
     try:

@@ -43,6 +43,14 @@ def warmup_cosine(step: int, warmup: int, total: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
 
 
+@torch.no_grad()
+def predict(model: torch.nn.Module, x: torch.Tensor, batch: int) -> torch.Tensor:
+    """Predicted classes (on the CPU) of inputs x, in batches of ``batch`` on the model's device."""
+    model.eval()
+    device = next(model.parameters()).device
+    return torch.cat([model(x[i : i + batch].to(device)).argmax(-1).cpu() for i in range(0, len(x), batch)])
+
+
 def load_blob(path: str | Path, fmt: str, what: str) -> dict:
     """A checkpoint dict whose ``format`` is ``fmt`` (FileNotFoundError / ValueError otherwise)."""
     path = Path(path)

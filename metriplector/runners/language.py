@@ -424,7 +424,7 @@ def energy_figure(checkpoint: str | Path, path: Path, text: str | None = None, l
     """Energy along a passage and phase portraits of the most-read channels of one HML layer of
     an HML checkpoint (default passage: the validation split from ``start``, as many characters
     as the model's training context). Returns the passage."""
-    from sp_dynamics.runners.copy_task import plot_diagnostics
+    from sp_dynamics.runners.copy_task import save_diagnostics
 
     model, vocab, blob = load_checkpoint(checkpoint)
     if blob["kind"] != "hml":
@@ -443,20 +443,12 @@ def energy_figure(checkpoint: str | Path, path: Path, text: str | None = None, l
     if len(passage) < 2:
         raise UsageError(f"the text has {len(source)} characters: nothing to plot from --start {start}")
     ids, _ = vocab.encode(passage)
-    layer = model.layers[layer_index]
     with torch.no_grad():  # the layer's input: the residual stream after the layers before it
         h = model.mix(model.embed(ids[None]), stop=layer_index)
-    channels = layer.most_read_channels(4)
-    plt = pyplot()
-    if plt is None:
-        return passage
     marks = {f"line {n + 1}": i for n, i in enumerate(i for i, c in enumerate(passage) if c == "\n")}
-    fig = plot_diagnostics(plt, layer, h, channels, marks=marks,
-                           title=f"HML layer {layer_index} along {len(passage)} characters (trained on {blob['context']}; "
-                                 "dotted: line ends)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_diagnostics(model.layers[layer_index], h, path, marks=marks,
+                     title=f"HML layer {layer_index} along {len(passage)} characters (trained on {blob['context']}; "
+                           "dotted: line ends)")
     return passage
 
 

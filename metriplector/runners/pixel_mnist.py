@@ -45,7 +45,7 @@ from sp_dynamics.sequence import HMLClassifier
 
 from ..images import load_image_npz, mnist_parts
 from ..pixel_mnist import ORDERS, MetriplectorClassifier, RNNClassifier, pixel_sequences
-from ._shared import check_device, check_models, check_parity, load_blob, warmup_cosine
+from ._shared import check_device, check_models, check_parity, load_blob, predict, warmup_cosine
 
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
 DEFAULT_CHECKPOINT = CHECKPOINTS / "pixel_mnist_permuted_hml.pt"
@@ -129,13 +129,6 @@ def load_data(cfg: PixelConfig, order: str):
         images, labels = images[:limit], labels[:limit]
         out += [pixel_sequences(images, order), torch.from_numpy(labels)]
     return out
-
-
-@torch.no_grad()
-def predict(model: torch.nn.Module, x: torch.Tensor, batch: int = 250) -> torch.Tensor:
-    model.eval()
-    device = next(model.parameters()).device
-    return torch.cat([model(x[i : i + batch].to(device)).argmax(-1).cpu() for i in range(0, len(x), batch)])
 
 
 # ------------------------------------------------------------------------------------- training
@@ -282,25 +275,17 @@ def curves_figure(rows: list[dict], path: Path) -> None:
 def energy_figure(checkpoint: str | Path, path: Path, index: int = 0) -> None:
     """Energy along one test digit's pixel sequence and phase portraits of the first HML layer's
     most-read channels (the readout's largest column norms)."""
-    from sp_dynamics.runners.copy_task import plot_diagnostics
+    from sp_dynamics.runners.copy_task import save_diagnostics
 
-    plt = pyplot()
-    if plt is None:
-        return
     model, blob = load_checkpoint(checkpoint)
     if blob["kind"] != "hml":
         raise UsageError(f"{checkpoint}: the energy figure needs an HML checkpoint, got a {blob['kind']!r} one")
     images, labels = mnist_parts()["test"]
     x = pixel_sequences(images[index : index + 1], blob["order"])
-    layer = model.layers[0]
     with torch.no_grad():
         h = model.inp(x)
-    channels = layer.most_read_channels(4)
-    fig = plot_diagnostics(plt, layer, h, channels, title=f"first HML layer along test digit {index} "
-                           f"(label {labels[index]}), {blob['order']} pixels")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_diagnostics(model.layers[0], h, path, title=f"first HML layer along test digit {index} "
+                     f"(label {labels[index]}), {blob['order']} pixels")
 
 
 # ------------------------------------------------------------------------------------ commands
@@ -344,7 +329,7 @@ def cmd_eval(args) -> None:
     model, blob = load_checkpoint(args.checkpoint)
     images, labels = load_image_npz(args.data, classes=10, shape=(28, 28))
     t0 = time.time()
-    pred = predict(model, pixel_sequences(images, blob["order"]))
+    pred = predict(model, pixel_sequences(images, blob["order"]), 250)
     print(json.dumps({"accuracy": float((pred.numpy() == labels).mean()), "count": int(len(labels)),
                       "model": blob["kind"], "order": blob["order"], "checkpoint": str(args.checkpoint),
                       "wall_time_s": round(time.time() - t0, 2)}))

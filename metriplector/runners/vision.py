@@ -42,7 +42,7 @@ from sp_dynamics.nn import count_parameters, matched_width
 from sp_dynamics.runners.common import (Parser, UsageError, command_line, default_out, machine_line, pyplot, run_jobs,
                                         set_threads, write_results)
 
-from ._shared import check_device, check_models, check_parity, load_blob, warmup_cosine
+from ._shared import check_device, check_models, check_parity, load_blob, predict, warmup_cosine
 from ..images import load_cifar, load_image_folder, load_image_npz, mnist_parts, to_tensor
 from ..layers import stress_from_gradients
 from ..vision import MetriplectorVision, ResNetBaseline, baseline_width
@@ -176,14 +176,6 @@ def shift_batch(x: torch.Tensor, shift: int, g: torch.Generator) -> torch.Tensor
     b = torch.arange(B)[:, None, None, None]
     c = torch.arange(x.shape[1])[None, :, None, None]
     return padded[b, c, rows, cols]
-
-
-@torch.no_grad()
-def predict(model: torch.nn.Module, x: torch.Tensor, batch: int = 500) -> torch.Tensor:
-    """Predicted classes (on the CPU) of images x, in batches on the model's device."""
-    model.eval()
-    device = next(model.parameters()).device
-    return torch.cat([model(x[i : i + batch].to(device)).argmax(-1).cpu() for i in range(0, len(x), batch)])
 
 
 # ------------------------------------------------------------------------------------- training
@@ -426,7 +418,7 @@ def cmd_eval(args) -> None:
     shape = (28, 28) if model.in_channels == 1 else (32, 32, model.in_channels)
     images, labels = load_image_npz(args.data, classes=model.classes, shape=shape)
     t0 = time.time()
-    pred = predict(model, to_tensor(images))
+    pred = predict(model, to_tensor(images), 500)
     acc = float((pred.numpy() == labels).mean())
     print(json.dumps({"accuracy": acc, "count": int(len(labels)), "model": blob["kind"],
                       "checkpoint": str(args.checkpoint), "wall_time_s": round(time.time() - t0, 2)}))

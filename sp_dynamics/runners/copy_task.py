@@ -84,7 +84,7 @@ class CopyConfig:
     target_accuracy: float = 0.999
     val_size: int = 256
     eval_count: int = 1000
-    mode: str = "fft"          # the HML's exact mode: "fft", "chunked" (fastest on a CPU at T >= 2000) or "reversible"
+    mode: str = "fft"          # the HML's exact mode: "fft", "chunked" (the fastest measured on a CPU from T ~ 500) or "reversible"
 
 
 class RecurrentBaseline(nn.Module):
@@ -197,19 +197,25 @@ def load_checkpoint(path: Path) -> tuple[nn.Module, int]:
 
 
 def figure(model: HMLStack, T: int, path: Path, seed: int = 7) -> None:
-    plt = pyplot()
-    if plt is None:
-        return
     x, _ = copy_batch(1, T, torch.Generator().manual_seed(seed))
-    layer = model.layers[0]
     with torch.no_grad():
         h = model.embed(x)
-    channels = layer.most_read_channels(4)
-    fig = plot_diagnostics(plt, layer, h, channels, marks={"last symbol": N_COPY - 1, "delimiter": T + N_COPY - 1},
-                           title=f"trained HML on a copy-task sequence, T = {T}")
+    save_diagnostics(model.layers[0], h, path, marks={"last symbol": N_COPY - 1, "delimiter": T + N_COPY - 1},
+                     title=f"trained HML on a copy-task sequence, T = {T}")
+
+
+def save_diagnostics(layer: HamiltonianMemoryLayer, x: Tensor, path: Path, marks: dict[str, int] | None = None,
+                     title: str = "") -> bool:
+    """:func:`plot_diagnostics` of ``layer`` on its input x (B, T, I) along its four most-read
+    channels, saved to ``path``; False (nothing written) when matplotlib is not installed."""
+    plt = pyplot()
+    if plt is None:
+        return False
+    fig = plot_diagnostics(plt, layer, x, layer.most_read_channels(4), marks=marks, title=title)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return True
 
 
 def plot_diagnostics(plt, layer: HamiltonianMemoryLayer, x: Tensor, channels: list[int] | None = None,

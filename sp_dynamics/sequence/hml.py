@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from .._checks import check_tokens
+from .._checks import check_sequence, check_tokens
 from ..nn import MLP, gradient
 from ..serialization import serializable
 from .scan import affine_scan
@@ -470,9 +470,7 @@ class HMLClassifier(_ResidualHMLs):
         self.head = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.Linear(width, classes))
 
     def forward(self, x: Tensor) -> Tensor:
-        if not isinstance(x, Tensor) or x.ndim != 3 or x.shape[-1] != self.input_size or not x.is_floating_point():
-            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(f"HMLClassifier input must be a float tensor (batch, time, {self.input_size}), got {shape}")
+        check_sequence(x, self.input_size, "HMLClassifier")
         h = self.mix(self.inp(x))
         return self.head(h[:, -1] if self.pool == "last" else h.mean(1))
 
