@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from sp_dynamics.io import safe_load
@@ -41,6 +42,12 @@ def warmup_cosine(step: int, warmup: int, total: int) -> float:
     if step < warmup:
         return (step + 1) / warmup
     return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+
+def percent_stat(values) -> str:
+    """Fractions as a table cell in percent: mean ± std (population) over the seeds."""
+    v = np.asarray(values, dtype=float)
+    return f"{100 * v.mean():.2f} ± {100 * v.std():.2f}"
 
 
 @torch.no_grad()

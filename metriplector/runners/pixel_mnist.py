@@ -45,7 +45,7 @@ from sp_dynamics.sequence import HMLClassifier
 
 from ..images import load_image_npz, mnist_parts
 from ..pixel_mnist import ORDERS, MetriplectorClassifier, RNNClassifier, pixel_sequences
-from ._shared import check_device, check_models, check_parity, load_blob, predict, warmup_cosine
+from ._shared import check_device, check_models, check_parity, load_blob, percent_stat, predict, warmup_cosine
 
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
 DEFAULT_CHECKPOINT = CHECKPOINTS / "pixel_mnist_permuted_hml.pt"
@@ -234,10 +234,9 @@ def table(cfg: PixelConfig, preset: str, rows: list[dict], command: str, wall: f
             rs = [r for r in rows if r["model"] == kind and r["order"] == order]
             if not rs:
                 continue
-            acc = 100 * np.array([r["test_accuracy"] for r in rs])
             best = 100 * np.array([max(h["val_accuracy"] for h in r["history"]) for r in rs])
             lines.append(f"| {order} | {NAMES[kind]} | {rs[0]['params']:,} | {','.join(str(r['seed']) for r in rs)} | "
-                         f"{acc.mean():.2f} ± {acc.std():.2f} | {best.mean():.2f} | "
+                         f"{percent_stat([r['test_accuracy'] for r in rs])} | {best.mean():.2f} | "
                          f"{'yes' if all(r['stable'] for r in rs) else 'no'} | "
                          f"{np.mean([r['train_time_s'] for r in rs]):.0f} |")
     lines += ["", "Per seed:", "", "| order | model | seed | test accuracy (%) | final train loss | train time (s) |",

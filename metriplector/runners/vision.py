@@ -42,7 +42,7 @@ from sp_dynamics.nn import count_parameters, matched_width
 from sp_dynamics.runners.common import (Parser, UsageError, command_line, default_out, machine_line, pyplot, run_jobs,
                                         set_threads, write_results)
 
-from ._shared import check_device, check_models, check_parity, load_blob, predict, warmup_cosine
+from ._shared import check_device, check_models, check_parity, load_blob, percent_stat, predict, warmup_cosine
 from ..images import load_cifar, load_image_folder, load_image_npz, mnist_parts, to_tensor
 from ..layers import stress_from_gradients
 from ..vision import MetriplectorVision, ResNetBaseline, baseline_width
@@ -261,11 +261,6 @@ def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict]:
 
 # ---------------------------------------------------------------------------------- the report
 
-def _stat(values) -> str:
-    v = np.asarray(values, dtype=float)
-    return f"{100 * v.mean():.2f} ± {100 * v.std():.2f}"
-
-
 def table(cfg: VisionConfig, preset: str, rows: list[dict], command: str, wall: float, jobs: int, data: str) -> str:
     lines = [
         f"# Metriplector vision, preset `{preset}` ({data})",
@@ -289,7 +284,7 @@ def table(cfg: VisionConfig, preset: str, rows: list[dict], command: str, wall: 
         if not rs:
             continue
         lines.append(f"| {names[kind]} | {rs[0]['params']} | {','.join(str(r['seed']) for r in rs)} | "
-                     f"{_stat([r['test_accuracy'] for r in rs])} | {np.mean([r['train_time_s'] for r in rs]):.0f} | "
+                     f"{percent_stat([r['test_accuracy'] for r in rs])} | {np.mean([r['train_time_s'] for r in rs]):.0f} | "
                      f"{np.mean([r['train_images_per_s'] for r in rs]):.0f} | "
                      f"{np.mean([r['eval_images_per_s'] for r in rs]):.0f} |")
     lines += ["", "Per seed:", "", "| model | seed | test accuracy (%) | final val accuracy (%) | train time (s) |",
