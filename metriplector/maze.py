@@ -116,18 +116,35 @@ class MazeSolver(nn.Module):
 
     Args:
         n_types: number of anonymous cell types. embed, hidden: widths. fields: C potentials.
-        rtol, max_iter: CG settings (float64).
+        rtol, max_iter: CG settings (float64); ``max_iter=0`` means ``2 N + 1000`` for N nodes (CG
+            needs at least as many iterations as the path is long, which grows with the maze).
+        damping_power: damping ``alpha_i = softplus(.) / N^p``; p = 1 is the paper's law.
+        sources: ``"free"`` (an unconstrained source per cell, the shipped checkpoints) or
+            ``"charges"``: per field a unit positive and a unit negative charge distribution,
+            ``b = relu(s+) / sum relu(s+) - relu(s-) / sum relu(s-)``. The net source is zero and the
+            total |charge| is at most 2 at every maze size, and a cell type with ``s <= 0`` carries exactly no
+            source, so the background cannot grow with the number of open cells. Work in progress
+            towards size generalisation: not yet trained into a shipped checkpoint.
+
+    After a forward pass ``last_info`` holds the CG :class:`SolveInfo` (iterations, residual).
 
     Shapes: cell types (B, H, W) int64 -> logits (B, H, W).
     """
 
     def __init__(self, n_types: int = 4, embed: int = 16, hidden: int = 64, fields: int = 4,
-                 rtol: float = 1e-8, max_iter: int = 5000):
+                 rtol: float = 1e-8, max_iter: int = 5000, damping_power: float = 1.0,
+                 sources: str = "free"):
         super().__init__()
         self.fields, self.rtol, self.max_iter = fields, rtol, max_iter
+        if sources not in ("free", "charges"):
+            raise ValueError(f"sources must be 'free' or 'charges', got {sources!r}")
+        self.damping_power, self.sources = damping_power, sources
+        self.last_info = None
         self.embed = nn.Embedding(n_types, embed)
         self.edge_net = _mlp(2 * embed, hidden, fields)        # symmetric in the two cells
         self.node_net = _mlp(embed, hidden, 2 * fields)        # source and damping
+        if sources == "charges":
+            self.charge_net = _mlp(embed, hidden, fields)
         n_pair = fields * (fields + 1) // 2
         # The readout sees physics features only: with the cell types available it can settle in
         # the local optimum "every open cell is on the path" and never learn the sources.
@@ -145,14 +162,22 @@ class MazeSolver(nn.Module):
             nn.functional.softplus(self.edge_net(torch.cat([a + b, a * b], -1))).permute(0, 3, 1, 2) for a, b in pairs
         )
         node = self.node_net(e).permute(0, 3, 1, 2)                        # (B, 2C, H, W)
+        if self.sources == "charges":
+            node = torch.cat([node, self.charge_net(e).permute(0, 3, 1, 2)], 1)
         n_nodes = cells.shape[1] * cells.shape[2]
-        alpha = nn.functional.softplus(node[:, self.fields :]) / n_nodes + 1e-12
-        return weights, alpha, node[:, : self.fields], e
+        alpha = nn.functional.softplus(node[:, self.fields : 2 * self.fields]) / n_nodes**self.damping_power + 1e-12
+        b = node[:, : self.fields]
+        if self.sources == "charges":
+            pos = nn.functional.relu(node[:, : self.fields])
+            neg = nn.functional.relu(node[:, 2 * self.fields :])
+            b = pos / (pos.sum((-2, -1), keepdim=True) + 1e-12) - neg / (neg.sum((-2, -1), keepdim=True) + 1e-12)
+        return weights, alpha, b, e
 
     def features(self, cells: Tensor):
         weights, alpha, b, e = self.operators(cells)
         graph = GridGraph(cells.shape[1], cells.shape[2])
-        phi = screened_poisson_solve(graph, weights, alpha, b, rtol=self.rtol, max_iter=self.max_iter)
+        max_iter = self.max_iter if self.max_iter else 2 * graph.n_nodes + 1000
+        phi, self.last_info = screened_poisson_solve(graph, weights, alpha, b, rtol=self.rtol, max_iter=max_iter, return_info=True)
         diffs = graph.edge_differences(phi)                               # per edge family
         current = graph.degree(tuple(w * d.abs() for w, d in zip(weights, diffs)), phi) / 2
         C = self.fields

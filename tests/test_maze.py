@@ -92,3 +92,19 @@ def test_corrupt_checkpoint_gives_clear_error(tmp_path):
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="corrupt or unreadable maze checkpoint"):
         load(bad)
+
+
+def test_charge_sources_are_unit_and_neutral():
+    # catches: a "charges" source whose net charge or total current changes with the maze size
+    # (then the damping and the readout scale are no longer size-free)
+    torch.manual_seed(0)
+    model = MazeSolver(sources="charges", damping_power=2.0).double()
+    for size in (7, 21):
+        cells, _ = maze_dataset(size, 2, seed=5)
+        _, alpha, b, _ = model.operators(cells)
+        # net charge zero and total |charge| <= 2 at every size (a unit + and a unit - distribution)
+        assert torch.allclose(b.sum((-2, -1)), torch.zeros((), dtype=b.dtype), atol=1e-9)
+        assert float(b.abs().sum((-2, -1)).max()) <= 2 + 1e-9
+        assert float(alpha.max()) < 50 / (size * size) ** 2
+    with pytest.raises(ValueError, match="sources must be"):
+        MazeSolver(sources="other")
