@@ -26,7 +26,8 @@ The model returns the logits of every round (deep supervision trains all of them
 Departures from the paper, and why: the scans and objects of a round feed that round's
 damping and sources (the paper feeds the previous round's objects; this needs no extra state);
 the coarse solve uses a complete object graph with conductances from pooled features (the
-paper does not give its object-graph edges); widths and rounds are set by the presets.
+paper does not give its object-graph edges); widths and rounds are constructor arguments (no
+training presets exist yet).
 
 :class:`RecurrentRelationalNet` (Palm et al. 2018) message-passes on the true constraint graph
 (each cell to its 20 row, column and box peers) with an LSTM cell per node: it is the baseline
@@ -83,8 +84,6 @@ def directional_scans(x: Tensor) -> Tensor:
         acc = torch.zeros_like(grid)
         for k in range(1, 9):
             sr, sc = dr * k, dc * k
-            if abs(sr) > 8 or abs(sc) > 8:
-                break
             # acc[i, j] += grid[i + sr, j + sc] where inside the board
             rs, rd = (slice(sr, 9), slice(0, 9 - sr)) if sr >= 0 else (slice(0, 9 + sr), slice(-sr, 9))
             cs, cd = (slice(sc, 9), slice(0, 9 - sc)) if sc >= 0 else (slice(0, 9 + sc), slice(-sc, 9))
@@ -150,7 +149,7 @@ class SudokuMetriplector(nn.Module):
     def _objects(self, u: Tensor) -> tuple[Tensor, Tensor]:
         """Soft assignment (B, 81, K) and prolongated object features (B, 81, d + object_fields)."""
         B = u.shape[0]
-        a = torch.softmax(self.assign(torch.cat([u, self.pos.expand(B, -1, -1)], -1)) / self.assign_tau, -1)
+        a = torch.softmax(self.assign(torch.cat([u, self.pos.to(u.dtype).expand(B, -1, -1)], -1)) / self.assign_tau, -1)
         pooled = a.transpose(1, 2) @ u / (a.sum(1).unsqueeze(-1) + 1e-6)          # (B, K, d)
         e = self.obj_edge(pooled)                                                 # (B, K, Co)
         i, j = self.pairs[:, 0], self.pairs[:, 1]

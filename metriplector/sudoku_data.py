@@ -11,8 +11,7 @@ Grids are (81,) or (N, 81) int64 arrays in row-major order, digits 1..9 and 0 fo
 * CSV: one puzzle per line, ``quiz,solution`` (81 digits each, ``0`` = blank; ``.`` is read
   as a blank too), an optional header line, and the solution column optional.
 
-Givens bands used in the tables: ``17-29`` (hard) and ``30+`` (easy); 17 is the fewest givens
-a uniquely solvable puzzle can have (McGuire, Tugemann and Civario 2014).
+17 is the fewest givens a uniquely solvable puzzle can have (McGuire, Tugemann and Civario 2014).
 """
 
 from __future__ import annotations
@@ -24,20 +23,14 @@ import numpy as np
 
 from sp_dynamics.io import atomic_write_text
 
-__all__ = ["check_solution", "is_valid_grid", "solve", "generate", "generate_set", "read_csv", "write_csv",
-           "givens_band", "BANDS", "UNITS"]
+__all__ = ["check_solution", "is_valid_grid", "solve", "generate", "generate_set", "read_csv", "write_csv", "UNITS"]
 
 ROWS = [[9 * r + c for c in range(9)] for r in range(9)]
 COLS = [[9 * r + c for r in range(9)] for c in range(9)]
 BOXES = [[9 * (3 * br + i) + 3 * bc + j for i in range(3) for j in range(3)] for br in range(3) for bc in range(3)]
 UNITS = ROWS + COLS + BOXES
 PEERS = [sorted({p for u in UNITS if i in u for p in u} - {i}) for i in range(81)]
-BANDS = ((17, 29), (30, 81))
 _FULL = 0x3FE  # bits 1..9
-
-
-def givens_band(n_givens: int) -> str:
-    return "17-29" if n_givens < 30 else "30+"
 
 
 def is_valid_grid(grid) -> bool:
@@ -65,13 +58,10 @@ def solve(quiz, limit: int = 2, rng: np.random.Generator | None = None) -> tuple
         if v:
             bit = 1 << v
             if not cand[i] & bit:
-                return [], 0  # a given clashes with another given
+                return [], 0  # an earlier peer given holds the same digit
             cand[i] = bit
             for p in PEERS[i]:
                 cand[p] &= ~bit
-    for i, v in enumerate(grid):
-        if v and any(grid[p] == v for p in PEERS[i]):
-            return [], 0
     solutions: list[np.ndarray] = []
     guesses = 0
 

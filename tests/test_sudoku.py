@@ -39,8 +39,8 @@ def test_checker_catches_a_wrong_grid(puzzles):
     swapped[[0, 1]] = swapped[[1, 0]]               # breaks two columns
     assert not is_valid_grid(swapped) and not check_solution(q, swapped)
     other = s.copy()
-    blank_free = np.flatnonzero(q > 0)[0]
-    other[blank_free] = other[blank_free] % 9 + 1   # contradicts a given
+    given = np.flatnonzero(q > 0)[0]
+    other[given] = other[given] % 9 + 1             # contradicts a given
     assert not check_solution(q, other)
 
 
@@ -117,3 +117,12 @@ def test_models_refuse_bad_quizzes():
         model(torch.zeros(2, 80, dtype=torch.long))
     with pytest.raises(ValueError, match="0..9"):
         model(torch.full((1, 81), 10, dtype=torch.long))
+
+
+def test_solver_refuses_clashing_givens():
+    # catches: a clash between two givens going unnoticed (the solver would then "solve" a bad quiz)
+    quiz = np.zeros(81, dtype=np.int64)
+    quiz[0] = quiz[8] = 5                           # the same digit twice in row 0
+    assert solve(quiz)[0] == []
+    quiz[8], quiz[80] = 0, 5                        # not peers: solvable
+    assert len(solve(quiz, limit=1)[0]) == 1
