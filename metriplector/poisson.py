@@ -58,6 +58,10 @@ def _dot(a: Tensor, b: Tensor, n_node_dims: int) -> Tensor:
 def _pcg(graph, weights, alpha, b, x0, rtol, max_iter):
     """Batched Jacobi-preconditioned CG. Returns (x, iterations, worst relative residual)."""
     nd = len(graph.node_shape)
+    # inputs made by permuting a channels-last MLP output have mixed strides; elementwise ops
+    # between such operands and the contiguous iterates run several times slower
+    weights, alpha, b = tuple(w.contiguous() for w in weights), alpha.contiguous(), b.contiguous()
+    x0 = None if x0 is None else x0.contiguous()
     diag = graph.degree(weights, b) + alpha
     expand = (...,) + (None,) * nd
     x = torch.zeros_like(b) if x0 is None else x0.clone()
@@ -65,7 +69,7 @@ def _pcg(graph, weights, alpha, b, x0, rtol, max_iter):
     b_norm = _dot(b, b, nd).sqrt()
     safe_b = torch.where(b_norm > 0, b_norm, torch.ones_like(b_norm))
     z = r / diag
-    p = z
+    p = z.clone()
     rz = _dot(r, z, nd)
     it = 0
     for it in range(1, max_iter + 1):
@@ -76,12 +80,13 @@ def _pcg(graph, weights, alpha, b, x0, rtol, max_iter):
         Ap = poisson_operator(graph, weights, alpha, p)
         pAp = _dot(p, Ap, nd)
         step = torch.where(pAp > 0, rz / torch.where(pAp > 0, pAp, torch.ones_like(pAp)), torch.zeros_like(pAp))
-        x = x + step[expand] * p
-        r = r - step[expand] * Ap
-        z = r / diag
+        step = step[expand]
+        x.addcmul_(step, p)
+        r.addcmul_(step, Ap, value=-1)
+        torch.div(r, diag, out=z)
         rz_new = _dot(r, z, nd)
         beta = torch.where(rz > 0, rz_new / torch.where(rz > 0, rz, torch.ones_like(rz)), torch.zeros_like(rz))
-        p = z + beta[expand] * p
+        p.mul_(beta[expand]).add_(z)
         rz = rz_new
     true_r = b - poisson_operator(graph, weights, alpha, x)  # the achieved, not the recursive, residual
     rel = (_dot(true_r, true_r, nd).sqrt() / safe_b).max()

@@ -103,7 +103,9 @@ def test_float32_warm_start_and_info():
     phi64 = screened_poisson_solve(graph, weights, alpha, b, max_iter=2000)
     w32 = tuple(w.float() for w in weights)
     phi32, info = screened_poisson_solve(graph, w32, alpha.float(), b.float(), max_iter=2000, return_info=True)
-    assert phi32.dtype == torch.float32 and info.residual <= 1e-4
+    # float32's round-off floor on these conductances (1e-3..1e3): median ~1.3e-4 and up to 5.6e-4
+    # over 20 seeds, for the in-place and the earlier out-of-place iteration alike
+    assert phi32.dtype == torch.float32 and info.residual <= 1e-3
     assert torch.allclose(phi32.double(), phi64, rtol=1e-3, atol=1e-3 * phi64.abs().max())
     _, cold = screened_poisson_solve(graph, weights, alpha, b, max_iter=2000, return_info=True)
     _, warm = screened_poisson_solve(graph, weights, alpha, b, x0=phi64 * (1 + 1e-6), max_iter=2000, return_info=True)
