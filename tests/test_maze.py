@@ -1,5 +1,6 @@
 """Maze generator, model and the shipped checkpoint."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -108,3 +109,41 @@ def test_charge_sources_are_unit_and_neutral():
         assert float(alpha.max()) < 50 / (size * size) ** 2
     with pytest.raises(ValueError, match="sources must be"):
         MazeSolver(sources="other")
+
+
+def test_checkpoints_without_the_size_free_keys_load_as_before(tmp_path):
+    # catches: a checkpoint written before the size-free parametrisation being rebuilt with the
+    # new defaults (charge sources, 1/N^2 damping) and silently scoring as a different model
+    import dataclasses
+
+    from metriplector.runners.maze import MazeConfig, build, load
+
+    cfg = dataclasses.asdict(MazeConfig(hidden=8))
+    for key in ("sources", "damping_power", "max_iter"):
+        cfg.pop(key)
+    old = MazeSolver(hidden=8).double()
+    torch.save({"config": cfg, "model": old.state_dict()}, tmp_path / "old.pt")
+    model = load(tmp_path / "old.pt")
+    assert (model.sources, model.damping_power, model.max_iter) == ("free", 1.0, 5000)
+    new = build(MazeConfig(hidden=8))
+    assert (new.sources, new.damping_power, new.max_iter) == ("charges", 2.0, 0)
+
+
+def test_scale_table_resumes_and_counts_every_maze(tmp_path, capsys):
+    # catches: a size table that loses finished chunks on interruption, recounts them on resume,
+    # or pools F1 wrongly across chunks
+    from metriplector.runners.maze import main as maze_main
+
+    out = tmp_path / "res"
+    maze_main(["scale", "--sizes", "7", "--count", "3", "--chunk", "2", "--seed", "5", "--out", str(out)])
+    state = json.loads((out / "maze_scale.json").read_text())
+    assert [c["n"] for c in state["sizes"]["7"]] == [2, 1]
+    maze_main(["scale", "--sizes", "7", "9", "--count", "3", "--chunk", "2", "--seed", "5", "--out", str(out)])
+    state = json.loads((out / "maze_scale.json").read_text())
+    assert [c["n"] for c in state["sizes"]["7"]] == [2, 1] and sum(c["n"] for c in state["sizes"]["9"]) == 3
+    text = (out / "maze_scale.md").read_text()
+    assert "| 7x7 | 49 | 3 |" in text and "| 9x9 | 81 | 3 |" in text
+    from metriplector.runners.maze import evaluate, load
+
+    direct = evaluate(load(CHECKPOINT), 9, 3, seed=5)
+    assert f"| 9x9 | 81 | 3 | {direct['f1']:.4f} |" in text

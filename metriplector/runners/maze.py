@@ -4,6 +4,7 @@
     sp-dynamics maze train --seeds 0 --steps 100
     sp-dynamics maze eval --size 39 --count 200 --seed 123   # any size, count, seed
     sp-dynamics maze eval --checkpoint path/to/ckpt.pt --size 21
+    sp-dynamics maze scale --sizes 15 39 63 99 151 201 --count 50 --seed 777   # size table, resumable
 
 (``python -m experiments.maze ...`` in a checkout writes its results to ``experiments/results``.)
 The shipped checkpoints are package data (``metriplector/checkpoints/maze_seed*.pt``).
@@ -12,6 +13,8 @@ Protocol (our choices where the paper is silent): training mazes are 250 DFS maz
 drawn from seed 1000 + s for model seed s; held-out 15x15 mazes and the unseen 39x39 mazes come
 from seeds 2000 and 3000 (never used in training); start and goal are random distinct cells;
 F1 is pooled over all path cells of an evaluation set (per-maze mean and exact-solve rate too).
+The model is size-free (``MazeConfig``: unit +/- charge sources, damping ~ 1/N^2, CG iterations
+~ N); checkpoints from before that change load with their own settings (``LEGACY``).
 """
 
 from __future__ import annotations
@@ -50,10 +53,20 @@ class MazeConfig:
     fields: int = 4
     eval_count: int = 200
     big_size: int = 39
+    # size-free parametrisation: unit +/- charge sources, damping ~ 1/N^2, CG iterations ~ N
+    sources: str = "charges"
+    damping_power: float = 2.0
+    max_iter: int = 0
+
+
+# checkpoints written before the size-free parametrisation have no such keys: they were trained
+# with free sources, 1/N damping and at most 5000 CG iterations
+LEGACY = {"sources": "free", "damping_power": 1.0, "max_iter": 5000}
 
 
 def build(cfg: MazeConfig) -> MazeSolver:
-    return MazeSolver(embed=cfg.embed, hidden=cfg.hidden, fields=cfg.fields).double()
+    return MazeSolver(embed=cfg.embed, hidden=cfg.hidden, fields=cfg.fields, sources=cfg.sources,
+                      damping_power=cfg.damping_power, max_iter=cfg.max_iter).double()
 
 
 def train(cfg: MazeConfig, seed: int, out: Path | None) -> tuple[MazeSolver, dict]:
@@ -82,16 +95,34 @@ def load(path: Path) -> MazeSolver:
     blob = safe_load(path, "maze checkpoint")
     if not isinstance(blob, dict) or "model" not in blob or "config" not in blob:
         raise ValueError(f"{path} is not a maze checkpoint (expected keys 'config' and 'model')")
-    model = build(MazeConfig(**blob["config"]))
-    model.load_state_dict(blob["model"])
+    try:
+        cfg = MazeConfig(**{**LEGACY, **blob["config"]})
+        model = build(cfg)
+        model.load_state_dict(blob["model"])
+    except (TypeError, RuntimeError) as err:
+        raise ValueError(f"{path} does not match this MazeSolver: {str(err).splitlines()[0]}") from None
     return model
 
 
 @torch.no_grad()
 def evaluate(model: MazeSolver, size: int, count: int, seed: int, chunk: int = 50) -> dict:
+    """F1 scores on ``count`` fresh mazes, plus the most CG iterations any chunk needed."""
     cells, target = maze_dataset(size, count, seed)
-    logits = torch.cat([model(cells[i : i + chunk]) for i in range(0, count, chunk)])
-    return f1_scores(logits, target)
+    logits, iters = [], 0
+    for i in range(0, count, chunk):
+        logits.append(model(cells[i : i + chunk]))
+        iters = max(iters, model.last_info.iterations)
+    return {**f1_scores(torch.cat(logits), target), "cg_iterations": iters}
+
+
+@torch.no_grad()
+def maze_counts(model: MazeSolver, cells: torch.Tensor, target: torch.Tensor) -> dict:
+    """Per-chunk path-cell counts (tp, fp, fn, exact solves), so F1 can be pooled over chunks."""
+    t0 = time.time()
+    pred, true = model(cells) > 0, target > 0.5
+    return {"n": len(cells), "tp": int((pred & true).sum()), "fp": int((pred & ~true).sum()),
+            "fn": int((~pred & true).sum()), "exact": int((pred == true).all(-1).all(-1).sum()),
+            "time_s": time.time() - t0, "cg_iterations": model.last_info.iterations}
 
 
 def figure(model: MazeSolver, size: int, seed: int, path: Path) -> None:
@@ -159,7 +190,8 @@ def _table(cfg, rows, n_params, command, wall) -> str:
         f"- command: `{command}`",
         f"- machine: {platform.machine()}, {torch.get_num_threads()} torch threads, {platform.processor() or 'CPU'}; "
         f"torch {torch.__version__}; date {datetime.now(timezone.utc):%Y-%m-%d}",
-        f"- model: MazeSolver, {n_params} parameters, {cfg.fields} fields, float64 CG (rtol 1e-8)",
+        f"- model: MazeSolver, {n_params} parameters, {cfg.fields} fields, sources {cfg.sources!r}, damping ~ 1/N^{cfg.damping_power:g}, "
+        f"float64 CG (rtol 1e-8, {'2N + 1000' if cfg.max_iter == 0 else cfg.max_iter} iterations at most)",
         f"- training: {cfg.train_count} DFS mazes {cfg.train_size}x{cfg.train_size} (seed 1000+s), {cfg.steps} Adam steps, "
         f"batch {cfg.batch}, lr {cfg.lr}; evaluation: {cfg.eval_count} held-out {cfg.train_size}x{cfg.train_size} mazes "
         f"(seed 2000) and {cfg.eval_count} unseen {cfg.big_size}x{cfg.big_size} mazes (seed 3000)",
@@ -175,6 +207,76 @@ def _table(cfg, rows, n_params, command, wall) -> str:
     lines.append(f"| mean ± std | | {stat('held_out_15', 'f1')} | {stat('held_out_15', 'exact')} | {stat('unseen_39', 'f1')} "
                  f"| {stat('unseen_39', 'f1_mean_per_maze')} | {stat('unseen_39', 'exact')} |")
     lines += ["", "Paper (Oprisa & Toth 2026): F1 = 1.0 on 15x15, 0.95-0.99 on unseen 39x39, 43.8K parameters.", ""]
+    return "\n".join(lines)
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def cmd_scale(args) -> None:
+    """F1, exact solves, time per maze and CG iterations against grid size.
+
+    Progress is saved after every chunk of mazes (``maze_scale.json``), so an interrupted run
+    resumes where it stopped; a different checkpoint, count, seed or chunk starts afresh.
+    """
+    results = default_out(args.out, args.default_results)
+    results.mkdir(parents=True, exist_ok=True)
+    state_path = results / "maze_scale.json"
+    checkpoint = Path(args.checkpoint)
+    key = {"checkpoint_sha256": _sha256(checkpoint), "count": args.count, "seed": args.seed, "chunk": args.chunk}
+    state = json.loads(state_path.read_text()) if state_path.exists() else {}
+    if state.get("key") != key:
+        state = {"key": key, "checkpoint": checkpoint.name, "sizes": {}}
+    model = load(checkpoint)
+    for size in args.sizes:
+        chunks = state["sizes"].setdefault(str(size), [])
+        done = sum(c["n"] for c in chunks)
+        if done >= args.count:
+            continue
+        cells, target = maze_dataset(size, args.count, args.seed)
+        bar = tqdm(total=args.count, initial=done, desc=f"mazes {size}x{size}", unit="maze", disable=None)
+        for i in range(done, args.count, args.chunk):
+            chunks.append(maze_counts(model, cells[i : i + args.chunk], target[i : i + args.chunk]))
+            atomic_write_text(json.dumps(state, indent=1), state_path)
+            bar.update(chunks[-1]["n"])
+        bar.close()
+    rows = [_scale_row(int(size), chunks) for size, chunks in state["sizes"].items()]
+    table = _scale_table(rows, key, state["checkpoint"], f"{args.prog} {' '.join(args.argv)}")
+    atomic_write_text(table, results / "maze_scale.md")
+    print(table)
+
+
+def _scale_row(size: int, chunks: list[dict]) -> dict:
+    tp, fp, fn = (sum(c[k] for c in chunks) for k in ("tp", "fp", "fn"))
+    n = sum(c["n"] for c in chunks)
+    return {"size": size, "mazes": n, "f1": 2 * tp / max(2 * tp + fp + fn, 1),
+            "exact": sum(c["exact"] for c in chunks) / max(n, 1),
+            "time_per_maze_s": sum(c["time_s"] for c in chunks) / max(n, 1),
+            "cg_iterations": max(c["cg_iterations"] for c in chunks)}
+
+
+def _scale_table(rows, key, checkpoint, command) -> str:
+    lines = [
+        "# Maze size generalisation (trained on 15x15 only)",
+        "",
+        f"- command: `{command}`",
+        f"- checkpoint: `{checkpoint}` (sha256 {key['checkpoint_sha256']}); fresh DFS mazes from seed {key['seed']}, "
+        f"random distinct start and goal; solved {key['chunk']} at a time",
+        f"- machine: {platform.machine()}, {torch.get_num_threads()} torch threads; torch {torch.__version__}; "
+        f"date {datetime.now(timezone.utc):%Y-%m-%d}",
+        "- time per maze: the batched forward pass of a chunk divided by its mazes; CG iterations: the most any chunk "
+        "needed (float64, rtol 1e-8)",
+        "",
+        "| grid | nodes | mazes | F1 (pooled) | exact solves | time per maze (s) | CG iterations |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(rows, key=lambda r: r["size"]):
+        lines.append(f"| {r['size']}x{r['size']} | {r['size'] ** 2} | {r['mazes']} | {r['f1']:.4f} | {r['exact']:.3f} | "
+                     f"{r['time_per_maze_s']:.2f} | {r['cg_iterations']} |")
+    lines += ["", "Paper (Oprisa & Toth 2026): F1 0.95 at 6.8x the training scale.", ""]
     return "\n".join(lines)
 
 
@@ -201,13 +303,23 @@ def main(argv: list[str] | None = None, *, default_results=None, default_checkpo
     e.add_argument("--size", type=int, default=39)
     e.add_argument("--count", type=int, default=200)
     e.add_argument("--seed", type=int, default=123)
+    sc = sub.add_parser("scale", help="F1, time per maze and CG iterations against grid size (resumable)")
+    sc.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
+    sc.add_argument("--sizes", type=int, nargs="+", default=[15, 39, 63, 99, 151, 201])
+    sc.add_argument("--count", type=int, default=50)
+    sc.add_argument("--seed", type=int, default=777)
+    sc.add_argument("--chunk", type=int, default=10, help="mazes solved together (memory ~ chunk x size^2)")
+    sc.add_argument("--out", default=None, help="results folder (default ./results)")
     args = parser.parse_args(argv)
     args.argv, args.prog, args.default_results = list(sys.argv[1:] if argv is None else argv), prog, default_results
-    if args.cmd == "eval" and (args.size < 5 or args.size % 2 == 0):
-        raise UsageError(f"--size must be odd and >= 5, got {args.size}")
-    if args.cmd == "eval" and not Path(args.checkpoint).exists():
+    for size in [args.size] if args.cmd == "eval" else args.sizes if args.cmd == "scale" else []:
+        if size < 5 or size % 2 == 0:
+            raise UsageError(f"--size must be odd and >= 5, got {size}")
+    if args.cmd in ("eval", "scale") and not Path(args.checkpoint).exists():
         raise FileNotFoundError(f"no such maze checkpoint: {args.checkpoint}")
-    {"train": cmd_train, "eval": cmd_eval}[args.cmd](args)
+    if args.cmd in ("eval", "scale") and (args.count < 1 or getattr(args, "chunk", 1) < 1):
+        raise UsageError("--count and --chunk must be >= 1")
+    {"train": cmd_train, "eval": cmd_eval, "scale": cmd_scale}[args.cmd](args)
 
 
 if __name__ == "__main__":
