@@ -1,4 +1,6 @@
-"""Sudoku data (generator, solver, checker, CSV) and the two Sudoku models (issue 14, in progress)."""
+"""Sudoku data (generator, solver, checker, CSV), the two Sudoku models and the sudoku runner."""
+
+import json
 
 import numpy as np
 import pytest
@@ -126,3 +128,129 @@ def test_solver_refuses_clashing_givens():
     assert solve(quiz)[0] == []
     quiz[8], quiz[80] = 0, 5                        # not peers: solvable
     assert len(solve(quiz, limit=1)[0]) == 1
+
+
+def test_augmentation_keeps_puzzles_valid(puzzles):
+    # catches: a "symmetry" that breaks the Sudoku constraints (a row permutation across bands, a
+    # relabelling that moves the blank) -- training on it would teach wrong rules
+    from metriplector.runners.sudoku import augment
+
+    quizzes, solutions, _ = puzzles
+    q, s = torch.from_numpy(quizzes), torch.from_numpy(solutions)
+    q2, s2 = augment(q, s, torch.Generator().manual_seed(0))
+    assert not torch.equal(s2, s)
+    for a, b, a0 in zip(q2.numpy(), s2.numpy(), quizzes):
+        assert check_solution(a, b) and (a > 0).sum() == (a0 > 0).sum()
+        assert len(solve(a, limit=2)[0]) == 1  # still a unique solution
+
+
+def test_stratified_batches_draw_equally_from_each_band():
+    from metriplector.runners.sudoku import stratified_batch
+
+    masks = {"a": torch.arange(100) < 90, "b": torch.arange(100) >= 90}
+    idx = stratified_batch(masks, 20, torch.Generator().manual_seed(0))
+    assert len(idx) == 20 and int((idx >= 90).sum()) == 10
+    only = stratified_batch({"a": torch.ones(5, dtype=torch.bool), "b": torch.zeros(5, dtype=torch.bool)}, 7,
+                            torch.Generator().manual_seed(0))
+    assert len(only) == 7  # an empty band is skipped, not divided by
+
+
+def test_rrn_messages_equal_the_per_edge_mlp():
+    # catches: the factored message (first layer per node, second after the sum) drifting from
+    # sum over the 20 peers of MLP([h_src, h_dst])
+    torch.manual_seed(0)
+    model = RecurrentRelationalNet(width=6, rounds=1).double()
+    h = torch.randn(2, 81, 6, dtype=torch.float64)
+    src, dst = model.edges[:, 0], model.edges[:, 1]
+    w1 = torch.cat([model.msg_src.weight, model.msg_dst.weight], 1)
+    per_edge = model.msg_out(torch.nn.functional.gelu(torch.cat([h[:, src], h[:, dst]], -1) @ w1.T + model.msg_src.bias))
+    want = torch.zeros_like(h).index_add(1, dst, per_edge)
+    hidden = torch.nn.functional.gelu(model.msg_src(h)[:, src] + model.msg_dst(h)[:, dst])
+    got = model.msg_out(torch.zeros_like(h).index_add(1, dst, hidden)) + (model.degree - 1) * model.msg_out.bias
+    assert torch.allclose(got, want, atol=1e-12)
+
+
+@pytest.mark.parametrize("cls, kwargs", [
+    (SudokuMetriplector, dict(width=8, fields=2, objects=4, object_fields=2, scan_width=2, rounds=3)),
+    (RecurrentRelationalNet, dict(width=8, rounds=3)),
+])
+def test_extra_test_time_rounds_leave_the_trained_rounds_unchanged(puzzles, cls, kwargs):
+    # catches: running more rounds at test time changing the schedule of the trained ones (the
+    # accuracy-against-rounds curve would then not extend the trained model)
+    torch.manual_seed(0)
+    model = cls(**kwargs).double().eval()
+    q = torch.from_numpy(puzzles[0])
+    with torch.no_grad():
+        base, longer = model(q), model(q, rounds=6)
+    assert len(longer) == 6 and all(torch.allclose(a, b) for a, b in zip(base, longer[:3]))
+
+
+def test_object_nmi():
+    from metriplector.runners.sudoku import mutual_information
+    from metriplector.sudoku_data import BOXES
+
+    box = np.array([next(k for k, b in enumerate(BOXES) if i in b) for i in range(81)])
+    assert mutual_information(box, box) == pytest.approx(1.0)
+    assert mutual_information((box * 5 + 2) % 9, box) == pytest.approx(1.0)  # relabelled
+    # rows are not boxes: a row fixes only the band of its box, half the information
+    assert mutual_information(np.arange(81) // 9, box) == pytest.approx(0.5)
+
+
+def test_sudoku_cli_train_resume_eval_generate(tmp_path, capsys):
+    # catches: the smoke preset not running end to end, an eval that does not print one JSON line
+    # of exact/cells/count (or validity without solutions), a run that does not resume
+    from sp_dynamics.cli import main
+
+    out, ck = tmp_path / "res", tmp_path / "ck"
+    argv = ["sudoku", "train", "--preset", "smoke", "--out", str(out), "--checkpoints", str(ck), "--ship"]
+    from metriplector.runners import sudoku as runner
+
+    shipped = runner.SHIPPED_TEST
+    runner.SHIPPED_TEST = tmp_path / "test.csv"  # --ship also writes the test set; keep the package's
+    try:
+        assert main(argv) == 0
+    finally:
+        runner.SHIPPED_TEST = shipped
+    assert (out / "sudoku_smoke.md").exists() and (ck / "sudoku_metriplector.pt").exists()
+    row = json.loads((out / "sudoku_smoke.json").read_text())[0]
+    assert row["curve"][-1]["step"] == 4 and len(row["test_by_round"]) == 6
+    # resume: drop the finished files, keep the training state -> no step is retrained
+    run_dir = next((out / "runs").iterdir())
+    for f in run_dir.glob("metriplector_seed0.json"):
+        f.unlink()
+    resumed = runner.train_one(runner.PRESETS["smoke"], "metriplector", 0, str(run_dir), str(out / "sudoku_data"))
+    assert resumed["curve"] == row["curve"]
+    capsys.readouterr()
+    assert main(["sudoku", "generate", "--count", "3", "--seed", "4", "--givens", "30", "40",
+                 "--out", str(tmp_path / "new.csv")]) == 0
+    assert json.loads(capsys.readouterr().out)["count"] == 3
+    assert main(["sudoku", "eval", "--checkpoint", str(ck / "sudoku_rrn.pt"), "--puzzles", str(tmp_path / "new.csv")]) == 0
+    line = json.loads(capsys.readouterr().out)
+    assert line["count"] == 3 and 0 <= line["exact"] <= 1 and 0 <= line["cells"] <= 1
+    assert main(["sudoku", "generate", "--count", "2", "--seed", "4", "--no-solutions",
+                 "--out", str(tmp_path / "quiz.csv")]) == 0
+    capsys.readouterr()
+    assert main(["sudoku", "eval", "--checkpoint", str(ck / "sudoku_metriplector.pt"),
+                 "--puzzles", str(tmp_path / "quiz.csv"), "--rounds", "5"]) == 0
+    line = json.loads(capsys.readouterr().out)
+    assert line["count"] == 2 and "valid" in line and line["rounds"] == 5
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["eval", "--puzzles", "BAD"], "expected 81 digits"),
+    (["eval", "--puzzles", "MISSING"], "no such puzzle file"),
+    (["eval", "--checkpoint", "CORRUPT", "--puzzles", "GOOD"], "corrupt or unreadable sudoku checkpoint"),
+    (["generate", "--givens", "10", "20", "--out", "x.csv"], "--givens needs 17"),
+    (["train", "--preset", "smoke", "--models", "transformer"], "unknown model 'transformer'"),
+])
+def test_sudoku_cli_mistakes_are_one_line(tmp_path, capsys, argv, message):
+    from sp_dynamics.cli import main
+
+    (tmp_path / "bad.csv").write_text("123,456\n")
+    (tmp_path / "good.csv").write_text("0" * 81 + "\n")
+    (tmp_path / "corrupt.pt").write_bytes(b"junk")
+    names = {"BAD": "bad.csv", "MISSING": "missing.csv", "CORRUPT": "corrupt.pt", "GOOD": "good.csv"}
+    argv = [str(tmp_path / names[a]) if a in names else a for a in argv]
+    assert main(["sudoku", *argv, *([] if argv[0] != "train" else ["--out", str(tmp_path)])]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
