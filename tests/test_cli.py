@@ -18,7 +18,7 @@ def _json_line(capsys) -> dict:
 def test_help_lists_every_command_and_domain_commands_from_entry_points(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    for command in ("systems", "meta-train", "adapt", "evaluate", "benchmark", "fit", "copy-task", "maze"):
+    for command in ("systems", "meta-train", "adapt", "evaluate", "benchmark", "fit", "copy-task", "maze", "sudoku"):
         assert f"  {command} " in out
     assert main([]) == 0
 
@@ -32,6 +32,7 @@ def test_help_lists_every_command_and_domain_commands_from_entry_points(capsys):
     (["--plugin", "no_such_module:Thing", "systems"], "cannot import 'no_such_module'"),
     (["--plugin", "sp_dynamics:save", "systems"], "is not a System subclass"),
     (["maze", "eval", "--size", "8"], "--size must be odd"),
+    (["maze", "scale", "--sizes", "15", "3"], "--size must be odd and >= 5, got 3"),
 ])
 def test_user_mistakes_print_one_line_and_exit_2(capsys, argv, message):
     # Catches: a user mistake surfacing as a traceback (or exit status 1) instead of one line.

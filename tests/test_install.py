@@ -79,6 +79,11 @@ def test_wheel_in_a_fresh_venv_runs_the_cli_outside_the_checkout(tmp_path):
     assert adapted["instances"] == 1
     maze = json.loads(run("maze", "eval", "--size", "15", "--count", "5").stdout.strip().splitlines()[-1])
     assert maze["f1"] > 0.9  # the shipped checkpoint is package data
+    run("sudoku", "generate", "--count", "3", "--seed", "1", "--out", "three.csv")
+    sudoku = json.loads(run("sudoku", "eval", "--puzzles", "three.csv").stdout.strip().splitlines()[-1])
+    assert sudoku["count"] == 3 and 0 <= sudoku["cells"] <= 1  # the shipped Sudoku checkpoint too
+    subprocess.run([str(py), "-c", "from metriplector.runners.sudoku import SHIPPED_TEST; assert SHIPPED_TEST.is_file()"],
+                   cwd=work, env=env, check=True)
     copy = json.loads(run("copy-task", "eval", "--T", "100", "--count", "20").stdout.strip().splitlines()[-1])
     assert copy["accuracy"] > 0.9
     err = run("benchmark", "--system", "nope", code=2).stderr.strip().splitlines()

@@ -67,3 +67,15 @@ def load_blob(path: str | Path, fmt: str, what: str) -> dict:
     if not isinstance(blob, dict) or blob.get("format") != fmt:
         raise ValueError(f"{path} is not a {what} (expected format {fmt!r})")
     return blob
+
+
+def add_train_options(t, presets, models, checkpoints: str, seeds=(0,),
+                      ship_help: str = "copy the first seed's models to --checkpoints") -> None:
+    """The options every Metriplector ``train`` command shares (add the domain's own after)."""
+    t.add_argument("--preset", choices=sorted(presets), default="cpu")
+    t.add_argument("--seeds", type=int, nargs="+", default=list(seeds))
+    t.add_argument("--models", nargs="+", default=list(models), help=f"any of {', '.join(models)}")
+    t.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (the paper preset is meant for a GPU)")
+    t.add_argument("--no-save", dest="save", action="store_false", help="do not write results or figures")
+    t.add_argument("--ship", action="store_true", help=ship_help)
+    t.add_argument("--checkpoints", default=checkpoints)

@@ -46,7 +46,7 @@ from sp_dynamics.runners.common import (Parser, UsageError, command_line, defaul
 from sp_dynamics.sequence import HMLStack
 
 from ..language import GPT, LSTMLM, CausalMetriplectorLM, generate
-from ._shared import check_device, check_models, check_parity, load_blob, warmup_cosine
+from ._shared import add_train_options, check_device, check_models, check_parity, load_blob, warmup_cosine
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "tinyshakespeare.txt"
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
@@ -463,14 +463,8 @@ def main(argv: list[str] | None = None, *, default_results=None, default_checkpo
     parser = Parser(prog=prog, description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True, parser_class=Parser)
     t = sub.add_parser("train", help="train the four models on the same tokens; table, figure, checkpoints")
-    t.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
-    t.add_argument("--seeds", type=int, nargs="+", default=[0])
-    t.add_argument("--models", nargs="+", default=list(MODELS), help=f"any of {', '.join(MODELS)}")
+    add_train_options(t, PRESETS, MODELS, default_checkpoints or str(CHECKPOINTS))
     t.add_argument("--text", default=None, help="a UTF-8 text file instead of tiny Shakespeare")
-    t.add_argument("--device", default="cpu")
-    t.add_argument("--no-save", dest="save", action="store_false")
-    t.add_argument("--ship", action="store_true", help="copy the first seed's models to --checkpoints")
-    t.add_argument("--checkpoints", default=default_checkpoints or str(CHECKPOINTS))
     t.add_run_options()
     e = sub.add_parser("eval", help="bits/char of a checkpoint on a text file (one JSON line)")
     e.add_argument("--checkpoint", default=str(CHECKPOINTS / "language_metriplector.pt"))

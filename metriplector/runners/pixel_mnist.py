@@ -45,7 +45,8 @@ from sp_dynamics.sequence import HMLClassifier
 
 from ..images import load_image_npz, mnist_parts
 from ..pixel_mnist import ORDERS, MetriplectorClassifier, RNNClassifier, pixel_sequences
-from ._shared import check_device, check_models, check_parity, load_blob, percent_stat, predict, warmup_cosine
+from ._shared import (add_train_options, check_device, check_models, check_parity, load_blob, percent_stat, predict,
+                      warmup_cosine)
 
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
 DEFAULT_CHECKPOINT = CHECKPOINTS / "pixel_mnist_permuted_hml.pt"
@@ -347,14 +348,8 @@ def main(argv: list[str] | None = None, *, default_results=None, default_checkpo
     parser = Parser(prog=prog, description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True, parser_class=Parser)
     t = sub.add_parser("train", help="train the models on the same batches; table, figure, checkpoints")
-    t.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    add_train_options(t, PRESETS, MODELS, default_checkpoints or str(CHECKPOINTS), seeds=(0, 1, 2))
     t.add_argument("--orders", nargs="+", default=["permuted"], help=f"any of {', '.join(ORDERS)}")
-    t.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    t.add_argument("--models", nargs="+", default=list(MODELS), help=f"any of {', '.join(MODELS)}")
-    t.add_argument("--device", default="cpu")
-    t.add_argument("--no-save", dest="save", action="store_false")
-    t.add_argument("--ship", action="store_true", help="copy the first seed's models to --checkpoints")
-    t.add_argument("--checkpoints", default=default_checkpoints or str(CHECKPOINTS))
     t.add_run_options()
     e = sub.add_parser("eval", help="accuracy of a checkpoint on digits from a file (one JSON line)")
     e.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))

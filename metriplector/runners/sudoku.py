@@ -42,7 +42,7 @@ from sp_dynamics.nn import count_parameters, matched_width
 from sp_dynamics.runners.common import (Parser, UsageError, command_line, default_out, machine_line, pyplot, run_jobs,
                                         set_threads, write_results)
 
-from ._shared import check_device, check_models, check_parity, load_blob, warmup_cosine
+from ._shared import add_train_options, check_device, check_models, check_parity, load_blob, warmup_cosine
 from ..sudoku import RecurrentRelationalNet, SudokuMetriplector, fill_givens, sudoku_loss
 from ..sudoku_data import BOXES, check_solution, generate_set, read_csv, write_csv
 
@@ -479,13 +479,7 @@ def main(argv: list[str] | None = None, *, default_results=None, default_checkpo
     parser = Parser(prog=prog, description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True, parser_class=Parser)
     t = sub.add_parser("train", help="train both models on the same data, write the table, figures, checkpoints")
-    t.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
-    t.add_argument("--seeds", type=int, nargs="+", default=[0])
-    t.add_argument("--models", nargs="+", default=list(MODELS), help=f"any of {', '.join(MODELS)}")
-    t.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (the paper preset is meant for a GPU)")
-    t.add_argument("--no-save", dest="save", action="store_false", help="do not write results or figures")
-    t.add_argument("--ship", action="store_true", help="copy the first seed's models to --checkpoints")
-    t.add_argument("--checkpoints", default=default_checkpoints or str(CHECKPOINTS))
+    add_train_options(t, PRESETS, MODELS, default_checkpoints or str(CHECKPOINTS))
     t.add_run_options()
     e = sub.add_parser("eval", help="exact solves and blank-cell accuracy on puzzles from a CSV file (one JSON line)")
     e.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))

@@ -42,7 +42,8 @@ from sp_dynamics.nn import count_parameters, matched_width
 from sp_dynamics.runners.common import (Parser, UsageError, command_line, default_out, machine_line, pyplot, run_jobs,
                                         set_threads, write_results)
 
-from ._shared import check_device, check_models, check_parity, load_blob, percent_stat, predict, warmup_cosine
+from ._shared import (add_train_options, check_device, check_models, check_parity, load_blob, percent_stat, predict,
+                      warmup_cosine)
 from ..images import load_cifar, load_image_folder, load_image_npz, mnist_parts, to_tensor
 from ..layers import stress_from_gradients
 from ..vision import MetriplectorVision, ResNetBaseline, baseline_width
@@ -435,14 +436,9 @@ def main(argv: list[str] | None = None, *, default_results=None, default_checkpo
     parser = Parser(prog=prog, description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True, parser_class=Parser)
     t = sub.add_parser("train", help="train the four models, write the table, figures and checkpoints")
-    t.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
-    t.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    t.add_argument("--models", nargs="+", default=list(MODELS), help=f"any of {', '.join(MODELS)}")
+    add_train_options(t, PRESETS, MODELS, default_checkpoints or str(CHECKPOINTS), seeds=(0, 1, 2),
+                      ship_help="copy the stress model of the first seed to --checkpoints")
     t.add_argument("--cifar", default=None, metavar="DIR", help="train on CIFAR-10/100 python pickles in DIR")
-    t.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (the paper preset is meant for a GPU)")
-    t.add_argument("--no-save", dest="save", action="store_false", help="do not write results or figures")
-    t.add_argument("--ship", action="store_true", help="copy the stress model of the first seed to --checkpoints")
-    t.add_argument("--checkpoints", default=default_checkpoints or str(CHECKPOINTS))
     t.add_run_options()
     e = sub.add_parser("eval", help="accuracy of a checkpoint on images from a file (one JSON line)")
     e.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
