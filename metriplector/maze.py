@@ -123,8 +123,14 @@ class MazeSolver(nn.Module):
             ``"charges"``: per field a unit positive and a unit negative charge distribution,
             ``b = relu(s+) / sum relu(s+) - relu(s-) / sum relu(s-)``. The net source is zero and the
             total |charge| is at most 2 at every maze size, and a cell type with ``s <= 0`` carries exactly no
-            source, so the background cannot grow with the number of open cells. Work in progress
-            towards size generalisation: not yet trained into a shipped checkpoint.
+            source, so the background cannot grow with the number of open cells. With
+            ``damping_power=2`` and ``leak_augment=3`` this is the shipped, size-free model
+            (``metriplector.runners.maze.MazeConfig``).
+        leak_augment: in training mode only, the conductances of edges that touch a wall cell are
+            multiplied by ``10**u`` with ``u`` uniform in ``[0, leak_augment]`` per maze. Current
+            that leaks through walls grows with the maze; on small training mazes it costs
+            nothing, so without this the model has no reason to make wall conductances
+            negligible rather than merely small. 0 (the default) turns it off.
 
     After a forward pass ``last_info`` holds the CG :class:`SolveInfo` (iterations, residual).
 
@@ -133,9 +139,9 @@ class MazeSolver(nn.Module):
 
     def __init__(self, n_types: int = 4, embed: int = 16, hidden: int = 64, fields: int = 4,
                  rtol: float = 1e-8, max_iter: int = 5000, damping_power: float = 1.0,
-                 sources: str = "free"):
+                 sources: str = "free", leak_augment: float = 0.0):
         super().__init__()
-        self.fields, self.rtol, self.max_iter = fields, rtol, max_iter
+        self.fields, self.rtol, self.max_iter, self.leak_augment = fields, rtol, max_iter, leak_augment
         if sources not in ("free", "charges"):
             raise ValueError(f"sources must be 'free' or 'charges', got {sources!r}")
         self.damping_power, self.sources = damping_power, sources
@@ -161,6 +167,12 @@ class MazeSolver(nn.Module):
         weights = tuple(
             nn.functional.softplus(self.edge_net(torch.cat([a + b, a * b], -1))).permute(0, 3, 1, 2) for a, b in pairs
         )
+        if self.training and self.leak_augment > 0:
+            wall = cells == WALL
+            touching = ((wall[:, :, :-1] | wall[:, :, 1:]), (wall[:, :-1, :] | wall[:, 1:, :]))
+            u = torch.rand(cells.shape[0], 1, 1, 1, dtype=weights[0].dtype, device=cells.device)
+            factor = 10 ** (self.leak_augment * u)
+            weights = tuple(torch.where(t[:, None], w * factor, w) for w, t in zip(weights, touching))
         node = self.node_net(e).permute(0, 3, 1, 2)                        # (B, 2C, H, W)
         if self.sources == "charges":
             node = torch.cat([node, self.charge_net(e).permute(0, 3, 1, 2)], 1)

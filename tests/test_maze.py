@@ -147,3 +147,22 @@ def test_scale_table_resumes_and_counts_every_maze(tmp_path, capsys):
 
     direct = evaluate(load(CHECKPOINT), 9, 3, seed=5)
     assert f"| 9x9 | 81 | 3 | {direct['f1']:.4f} |" in text
+
+
+def test_leak_augmentation_acts_in_training_only():
+    # catches: the training-time wall-conductance augmentation leaking into evaluation (scores
+    # would be random), or touching edges between two open cells
+    torch.manual_seed(0)
+    model = MazeSolver(sources="charges", damping_power=2.0, leak_augment=3.0).double()
+    cells, _ = maze_dataset(9, 2, seed=1)
+    model.eval()
+    (r0, d0), *_ = model.operators(cells)
+    (r1, d1), *_ = model.operators(cells)
+    assert torch.equal(r0, r1) and torch.equal(d0, d1)
+    model.train()
+    (r2, d2), *_ = model.operators(cells)
+    wall = cells == WALL
+    open_right = (~wall[:, :, :-1] & ~wall[:, :, 1:])[:, None].expand_as(r0)
+    assert torch.equal(r2[open_right], r0[open_right])
+    ratio = (r2 / r0)[~open_right]
+    assert float(ratio.min()) >= 1 - 1e-12 and float(ratio.max()) <= 1e3 * (1 + 1e-12) and float(ratio.max()) > 1

@@ -57,28 +57,33 @@ class MazeConfig:
     sources: str = "charges"
     damping_power: float = 2.0
     max_iter: int = 0
+    # training only: wall-touching conductances x 10^U(0, s), so that leakage must be negligible;
+    # s ramps from 0 to leak_augment over the first half of training (the model first learns to
+    # route the current at all, as without the augmentation)
+    leak_augment: float = 3.0
 
 
 # checkpoints written before the size-free parametrisation have no such keys: they were trained
-# with free sources, 1/N damping and at most 5000 CG iterations
-LEGACY = {"sources": "free", "damping_power": 1.0, "max_iter": 5000}
+# with free sources, 1/N damping, at most 5000 CG iterations and no leak augmentation
+LEGACY = {"sources": "free", "damping_power": 1.0, "max_iter": 5000, "leak_augment": 0.0}
 
 
 def build(cfg: MazeConfig) -> MazeSolver:
     return MazeSolver(embed=cfg.embed, hidden=cfg.hidden, fields=cfg.fields, sources=cfg.sources,
-                      damping_power=cfg.damping_power, max_iter=cfg.max_iter).double()
+                      damping_power=cfg.damping_power, max_iter=cfg.max_iter, leak_augment=cfg.leak_augment).double()
 
 
 def train(cfg: MazeConfig, seed: int, out: Path | None) -> tuple[MazeSolver, dict]:
     torch.manual_seed(seed)
     cells, target = maze_dataset(cfg.train_size, cfg.train_count, seed=1000 + seed)
-    model = build(cfg)
+    model = build(cfg).train()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     pos = float(target.mean())
     loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor((1 - pos) / pos, dtype=torch.float64))
     g = torch.Generator().manual_seed(seed)
     start = time.time()
-    for _ in tqdm(range(cfg.steps), desc=f"maze seed {seed}", disable=None):
+    for step in tqdm(range(cfg.steps), desc=f"maze seed {seed}", disable=None):
+        model.leak_augment = cfg.leak_augment * min(1.0, step / max(1, cfg.steps // 2))
         idx = torch.randint(0, cfg.train_count, (cfg.batch,), generator=g)
         loss = loss_fn(model(cells[idx]), target[idx])
         opt.zero_grad()
@@ -101,12 +106,13 @@ def load(path: Path) -> MazeSolver:
         model.load_state_dict(blob["model"])
     except (TypeError, RuntimeError) as err:
         raise ValueError(f"{path} does not match this MazeSolver: {str(err).splitlines()[0]}") from None
-    return model
+    return model.eval()
 
 
 @torch.no_grad()
 def evaluate(model: MazeSolver, size: int, count: int, seed: int, chunk: int = 50) -> dict:
     """F1 scores on ``count`` fresh mazes, plus the most CG iterations any chunk needed."""
+    model.eval()  # (training-only augmentation off)
     cells, target = maze_dataset(size, count, seed)
     logits, iters = [], 0
     for i in range(0, count, chunk):
@@ -118,6 +124,7 @@ def evaluate(model: MazeSolver, size: int, count: int, seed: int, chunk: int = 5
 @torch.no_grad()
 def maze_counts(model: MazeSolver, cells: torch.Tensor, target: torch.Tensor) -> dict:
     """Per-chunk path-cell counts (tp, fp, fn, exact solves), so F1 can be pooled over chunks."""
+    model.eval()
     t0 = time.time()
     pred, true = model(cells) > 0, target > 0.5
     return {"n": len(cells), "tp": int((pred & true).sum()), "fp": int((pred & ~true).sum()),
@@ -130,6 +137,7 @@ def figure(model: MazeSolver, size: int, seed: int, path: Path) -> None:
     if plt is None:
         return
     cells, target = maze_dataset(size, 1, seed)
+    model.eval()
     with torch.no_grad():
         logits = model(cells)
         _, phi = model.features(cells)
@@ -193,7 +201,8 @@ def _table(cfg, rows, n_params, command, wall) -> str:
         f"- model: MazeSolver, {n_params} parameters, {cfg.fields} fields, sources {cfg.sources!r}, damping ~ 1/N^{cfg.damping_power:g}, "
         f"float64 CG (rtol 1e-8, {'2N + 1000' if cfg.max_iter == 0 else cfg.max_iter} iterations at most)",
         f"- training: {cfg.train_count} DFS mazes {cfg.train_size}x{cfg.train_size} (seed 1000+s), {cfg.steps} Adam steps, "
-        f"batch {cfg.batch}, lr {cfg.lr}; evaluation: {cfg.eval_count} held-out {cfg.train_size}x{cfg.train_size} mazes "
+        f"batch {cfg.batch}, lr {cfg.lr}, wall-edge conductances x 10^U(0, s) with s ramped to {cfg.leak_augment:g} "
+        f"over the first half; evaluation: {cfg.eval_count} held-out {cfg.train_size}x{cfg.train_size} mazes "
         f"(seed 2000) and {cfg.eval_count} unseen {cfg.big_size}x{cfg.big_size} mazes (seed 3000)",
         f"- total wall time {wall:.0f} s",
         "",
