@@ -42,7 +42,8 @@ from sp_dynamics.nn import count_parameters, matched_width
 from sp_dynamics.runners.common import (Parser, UsageError, command_line, default_out, machine_line, pyplot, run_jobs,
                                         set_threads, write_results)
 
-from ._shared import add_train_options, check_device, check_models, check_parity, load_blob, warmup_cosine
+from ._shared import (add_train_options, check_device, check_models, check_parity, load_blob, percent_stat,
+                      warmup_cosine)
 from ..sudoku import RecurrentRelationalNet, SudokuMetriplector, fill_givens, sudoku_loss
 from ..sudoku_data import BOXES, check_solution, generate_set, read_csv, write_csv
 
@@ -329,6 +330,16 @@ def table(cfg: SudokuConfig, preset: str, rows: list[dict], command: str, wall: 
             t = r["test"][band]
             lines.append(f"| {r['model']} | {r['params']} | {r['seed']} | {band} | {t['count']} | "
                          f"{100 * t['exact']:.1f}% | {100 * t['cells']:.2f}% | {r['train_time_s']:.0f} |")
+    for kind in dict.fromkeys(r["model"] for r in rows):
+        mine = [r for r in rows if r["model"] == kind]
+        if len(mine) < 2:
+            continue
+        for band in ("17-29", "30+", "all"):
+            ex = percent_stat([r["test"][band]["exact"] for r in mine])
+            ce = percent_stat([r["test"][band]["cells"] for r in mine])
+            tt = np.mean([r["train_time_s"] for r in mine])
+            lines.append(f"| {kind} | {mine[0]['params']} | mean ± std of {len(mine)} | {band} | "
+                         f"{mine[0]['test'][band]['count']} | {ex}% | {ce}% | {tt:.0f} |")
     lines += ["| paper (Oprisa & Toth 2026), reference, not ours | ~120K | | (its test set) | | 97.2% | | |", ""]
     for r in rows:
         if "objects" in r:
