@@ -276,8 +276,8 @@ def _scale_table(rows, key, checkpoint, command) -> str:
         f"random distinct start and goal; solved {key['chunk']} at a time",
         f"- machine: {platform.machine()}, {torch.get_num_threads()} torch threads; torch {torch.__version__}; "
         f"date {datetime.now(timezone.utc):%Y-%m-%d}",
-        "- time per maze: the batched forward pass of a chunk divided by its mazes; CG iterations: the most any chunk "
-        "needed (float64, rtol 1e-8)",
+        "- time per maze: the batched forward pass of a chunk divided by its mazes (on a shared CPU such times vary by "
+        "30-50% with the load); CG iterations: the most any chunk needed (float64, rtol 1e-8)",
         "",
         "| grid | nodes | mazes | F1 (pooled) | exact solves | time per maze (s) | CG iterations |",
         "|---|---|---|---|---|---|---|",
