@@ -6,8 +6,8 @@ Poisson scan (:func:`causal_scan`, :func:`causal_scan_loop`), the metriplectic f
 the stress-energy readout (:class:`MetriplecticLayer`, :func:`stress_energy`), the maze
 domain (:mod:`metriplector.maze`) and the vision domain (:mod:`metriplector.vision`:
 :class:`MetriplectorVision`, data in :mod:`metriplector.images`), language, pixel MNIST and the
-Sudoku data and models (:mod:`metriplector.sudoku_data`, :mod:`metriplector.sudoku`; not yet
-trained). Not yet: the world-model domain.
+Sudoku data and models (:mod:`metriplector.sudoku_data`, :mod:`metriplector.sudoku`). Not yet:
+the world-model domain.
 """
 
 from .graphs import EdgeGraph, GridGraph

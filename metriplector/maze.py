@@ -31,7 +31,8 @@ from sp_dynamics.serialization import serializable
 from .graphs import GridGraph
 from .poisson import screened_poisson_solve
 
-__all__ = ["WALL", "OPEN", "START", "GOAL", "generate_maze", "maze_dataset", "shortest_path", "MazeSolver", "f1_scores"]
+__all__ = ["WALL", "OPEN", "START", "GOAL", "generate_maze", "maze_dataset", "shortest_path", "MazeSolver", "f1_scores",
+           "path_counts"]
 
 WALL, OPEN, START, GOAL = 0, 1, 2, 3
 _STEPS = ((0, 1), (1, 0), (0, -1), (-1, 0))
@@ -119,7 +120,7 @@ class MazeSolver(nn.Module):
         rtol, max_iter: CG settings (float64); ``max_iter=0`` means ``2 N + 1000`` for N nodes (CG
             needs at least as many iterations as the path is long, which grows with the maze).
         damping_power: damping ``alpha_i = softplus(.) / N^p``; p = 1 is the paper's law.
-        sources: ``"free"`` (an unconstrained source per cell, the shipped checkpoints) or
+        sources: ``"free"`` (an unconstrained source per cell, as in the first checkpoints) or
             ``"charges"``: per field a unit positive and a unit negative charge distribution,
             ``b = relu(s+) / sum relu(s+) - relu(s-) / sum relu(s-)``. The net source is zero and the
             total |charge| is at most 2 at every maze size, and a cell type with ``s <= 0`` carries exactly no
@@ -211,14 +212,20 @@ class MazeSolver(nn.Module):
         return self.readout(feats.permute(0, 2, 3, 1)).squeeze(-1)
 
 
-def f1_scores(logits: Tensor, target: Tensor) -> dict:
-    """Pooled F1 over path cells, mean per-maze F1, and the fraction of mazes solved exactly."""
+def path_counts(logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Per maze: true positives, false positives and false negatives over path cells (float64),
+    and whether the maze is solved exactly (bool)."""
     pred = logits > 0
     true = target > 0.5
     tp = (pred & true).sum((-2, -1)).double()
     fp = (pred & ~true).sum((-2, -1)).double()
     fn = (~pred & true).sum((-2, -1)).double()
+    return tp, fp, fn, (pred == true).all(-1).all(-1)
+
+
+def f1_scores(logits: Tensor, target: Tensor) -> dict:
+    """Pooled F1 over path cells, mean per-maze F1, and the fraction of mazes solved exactly."""
+    tp, fp, fn, solved = path_counts(logits, target)
     pooled = float(2 * tp.sum() / (2 * tp.sum() + fp.sum() + fn.sum()))
     per_maze = 2 * tp / (2 * tp + fp + fn).clamp_min(1)
-    exact = float(((pred == true).all(-1).all(-1)).double().mean())
-    return {"f1": pooled, "f1_mean_per_maze": float(per_maze.mean()), "exact": exact}
+    return {"f1": pooled, "f1_mean_per_maze": float(per_maze.mean()), "exact": float(solved.double().mean())}

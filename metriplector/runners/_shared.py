@@ -79,3 +79,15 @@ def add_train_options(t, presets, models, checkpoints: str, seeds=(0,),
     t.add_argument("--no-save", dest="save", action="store_false", help="do not write results or figures")
     t.add_argument("--ship", action="store_true", help=ship_help)
     t.add_argument("--checkpoints", default=checkpoints)
+
+
+def load_model_blob(path: str | Path, fmt: str, what: str, build) -> tuple[torch.nn.Module, dict]:
+    """The model of a ``fmt`` checkpoint, rebuilt by ``build(kind, kwargs)``, in eval mode, and the
+    checkpoint dict; a ValueError naming the file when its contents do not fit the model."""
+    blob = load_blob(path, fmt, what)
+    try:
+        model = build(blob["kind"], blob["kwargs"])
+        model.load_state_dict(blob["model"])
+    except (KeyError, TypeError, RuntimeError) as err:
+        raise ValueError(f"{path} is not a usable {what}: {str(err).splitlines()[0]}") from None
+    return model.eval(), blob

@@ -46,7 +46,8 @@ from sp_dynamics.runners.common import (Parser, UsageError, command_line, defaul
 from sp_dynamics.sequence import HMLStack
 
 from ..language import GPT, LSTMLM, CausalMetriplectorLM, generate
-from ._shared import add_train_options, check_device, check_models, check_parity, load_blob, warmup_cosine
+from ._shared import (add_train_options, check_device, check_models, check_parity, load_model_blob,
+                      warmup_cosine)
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "tinyshakespeare.txt"
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
@@ -266,10 +267,8 @@ def train_one(cfg: LanguageConfig, kind: str, seed: int, run_dir: str, text: str
 
 
 def load_checkpoint(path: str | Path):
-    blob = load_blob(path, CHECKPOINT_FORMAT, "language checkpoint")
-    model = build(blob["kind"], blob["kwargs"])
-    model.load_state_dict(blob["model"])
-    return model.eval(), Vocabulary(blob["vocab"]), blob
+    model, blob = load_model_blob(path, CHECKPOINT_FORMAT, "language checkpoint", build)
+    return model, Vocabulary(blob["vocab"]), blob
 
 
 def tokens_to_reach(curve: list[dict], target: float) -> float | None:

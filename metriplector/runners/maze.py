@@ -35,7 +35,7 @@ from tqdm import tqdm
 from sp_dynamics.io import atomic_save, atomic_write_text, safe_load
 from sp_dynamics.runners.common import Parser, UsageError, default_out, pyplot
 
-from ..maze import MazeSolver, f1_scores, maze_dataset
+from ..maze import MazeSolver, f1_scores, maze_dataset, path_counts
 
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
 DEFAULT_CHECKPOINT = CHECKPOINTS / "maze_seed0.pt"
@@ -126,9 +126,8 @@ def maze_counts(model: MazeSolver, cells: torch.Tensor, target: torch.Tensor) ->
     """Per-chunk path-cell counts (tp, fp, fn, exact solves), so F1 can be pooled over chunks."""
     model.eval()
     t0 = time.time()
-    pred, true = model(cells) > 0, target > 0.5
-    return {"n": len(cells), "tp": int((pred & true).sum()), "fp": int((pred & ~true).sum()),
-            "fn": int((~pred & true).sum()), "exact": int((pred == true).all(-1).all(-1).sum()),
+    tp, fp, fn, solved = path_counts(model(cells), target)
+    return {"n": len(cells), "tp": int(tp.sum()), "fp": int(fp.sum()), "fn": int(fn.sum()), "exact": int(solved.sum()),
             "time_s": time.time() - t0, "cg_iterations": model.last_info.iterations}
 
 

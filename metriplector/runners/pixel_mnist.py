@@ -45,8 +45,8 @@ from sp_dynamics.sequence import HMLClassifier
 
 from ..images import load_image_npz, mnist_parts
 from ..pixel_mnist import ORDERS, MetriplectorClassifier, RNNClassifier, pixel_sequences
-from ._shared import (add_train_options, check_device, check_models, check_parity, load_blob, percent_stat, predict,
-                      warmup_cosine)
+from ._shared import (add_train_options, check_device, check_models, check_parity, load_model_blob, percent_stat,
+                      predict, warmup_cosine)
 
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
 DEFAULT_CHECKPOINT = CHECKPOINTS / "pixel_mnist_permuted_hml.pt"
@@ -200,10 +200,7 @@ def train_one(cfg: PixelConfig, order: str, kind: str, seed: int, run_dir: str, 
 
 
 def load_checkpoint(path: str | Path):
-    blob = load_blob(path, CHECKPOINT_FORMAT, "pixel-MNIST checkpoint")
-    model = build(blob["kind"], blob["kwargs"])
-    model.load_state_dict(blob["model"])
-    return model.eval(), blob
+    return load_model_blob(path, CHECKPOINT_FORMAT, "pixel-MNIST checkpoint", build)
 
 
 # ---------------------------------------------------------------------------------- the report

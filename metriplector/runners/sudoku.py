@@ -42,8 +42,8 @@ from sp_dynamics.nn import count_parameters, matched_width
 from sp_dynamics.runners.common import (Parser, UsageError, command_line, default_out, machine_line, pyplot, run_jobs,
                                         set_threads, write_results)
 
-from ._shared import (add_train_options, check_device, check_models, check_parity, load_blob, percent_stat,
-                      warmup_cosine)
+from ._shared import (add_train_options, check_device, check_models, check_parity, load_blob, load_model_blob,
+                      percent_stat, warmup_cosine)
 from ..sudoku import RecurrentRelationalNet, SudokuMetriplector, fill_givens, sudoku_loss
 from ..sudoku_data import BOXES, check_solution, generate_set, read_csv, write_csv
 
@@ -244,13 +244,13 @@ def train_one(cfg: SudokuConfig, kind: str, seed: int, run_dir: str, data_dir: s
     model = model.cpu()
     eq, es, _ = dataset("test", cfg.test, Path(data_dir))
     t0 = time.time()
-    per_round = round_predictions(model, eq, cfg.eval_batch)
+    # rounds 1 .. 2R in one pass (trained on R): the first R equal a plain R-round pass
+    by_round = round_predictions(model, eq, cfg.eval_batch, rounds=2 * cfg.rounds)
     eval_time = time.time() - t0
-    longer = round_predictions(model, eq, cfg.eval_batch, rounds=2 * cfg.rounds)
     row = {"model": kind, "seed": seed, "params": count_parameters(model), "kwargs": kwargs, "curve": curve,
-           "test": scores(eq, es, per_round[-1]),
-           "test_by_round": [scores(eq, es, p) for p in longer],  # rounds 1 .. 2R (trained on R)
-           "train_time_s": train_time, "eval_time_s": eval_time, "threads": torch.get_num_threads()}
+           "test": scores(eq, es, by_round[cfg.rounds - 1]),
+           "test_by_round": [scores(eq, es, p) for p in by_round],
+           "train_time_s": train_time, "eval_2r_rounds_time_s": eval_time, "threads": torch.get_num_threads()}
     if kind == "metriplector":
         row["objects"] = object_analysis(model, eq[: cfg.eval_batch])
     atomic_save(checkpoint_blob(kind, kwargs, model, row), run_dir / f"{kind}_seed{seed}.pt")
@@ -264,13 +264,7 @@ def checkpoint_blob(kind: str, kwargs: dict, model: torch.nn.Module, row: dict) 
 
 
 def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict]:
-    blob = load_blob(path, CHECKPOINT_FORMAT, "sudoku checkpoint")
-    try:
-        model = build(blob["kind"], blob["kwargs"])
-        model.load_state_dict(blob["model"])
-    except (KeyError, TypeError, RuntimeError) as err:
-        raise ValueError(f"{path} is not a usable sudoku checkpoint: {str(err).splitlines()[0]}") from None
-    return model.eval(), blob
+    return load_model_blob(path, CHECKPOINT_FORMAT, "sudoku checkpoint", build)
 
 
 # ------------------------------------------------------------------------- the object analysis

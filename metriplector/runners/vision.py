@@ -42,8 +42,8 @@ from sp_dynamics.nn import count_parameters, matched_width
 from sp_dynamics.runners.common import (Parser, UsageError, command_line, default_out, machine_line, pyplot, run_jobs,
                                         set_threads, write_results)
 
-from ._shared import (add_train_options, check_device, check_models, check_parity, load_blob, percent_stat, predict,
-                      warmup_cosine)
+from ._shared import (add_train_options, check_device, check_models, check_parity, load_blob, load_model_blob,
+                      percent_stat, predict, warmup_cosine)
 from ..images import load_cifar, load_image_folder, load_image_npz, mnist_parts, to_tensor
 from ..layers import stress_from_gradients
 from ..vision import MetriplectorVision, ResNetBaseline, baseline_width
@@ -254,10 +254,7 @@ def checkpoint_blob(kind: str, kwargs: dict, model: torch.nn.Module, row: dict) 
 
 
 def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict]:
-    blob = load_blob(path, CHECKPOINT_FORMAT, "vision checkpoint")
-    model = build(blob["kind"], blob["kwargs"])
-    model.load_state_dict(blob["model"])
-    return model.eval(), blob
+    return load_model_blob(path, CHECKPOINT_FORMAT, "vision checkpoint", build)
 
 
 # ---------------------------------------------------------------------------------- the report
