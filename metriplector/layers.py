@@ -33,7 +33,7 @@ from sp_dynamics.serialization import serializable
 from .graphs import GridGraph
 from .poisson import screened_poisson_solve
 
-__all__ = ["FieldCoupling", "stress_energy", "stress_from_gradients", "MetriplecticLayer"]
+__all__ = ["FieldCoupling", "cayley_advect", "stress_energy", "stress_from_gradients", "MetriplecticLayer"]
 
 
 @serializable
@@ -52,6 +52,17 @@ class FieldCoupling(nn.Module):
     def matrix(self) -> Tensor:
         K = self.learned.matrix()
         return K + self.J.to(K) if self.canonical else K
+
+
+def cayley_advect(phi: Tensor, a: Tensor, K: Tensor, h: float) -> Tensor:
+    """``(I - h a K / 2)^{-1} (I + h a K / 2) phi`` per position: fields (B, C, H, W), strength a
+    (B, 1, H, W), K skew (C, C). The Cayley map of a skew matrix is orthogonal, so sum(phi^2) is kept
+    to round-off for any a and h (the implicit midpoint rule of ``phi' = a K phi``)."""
+    eye = torch.eye(K.shape[0], dtype=phi.dtype, device=phi.device)
+    half = (0.5 * h * a).permute(0, 2, 3, 1)[..., None] * K               # (B, H, W, C, C)
+    rhs = phi.permute(0, 2, 3, 1).unsqueeze(-1)
+    rhs = rhs + half @ rhs
+    return torch.linalg.solve(eye - half, rhs).squeeze(-1).permute(0, 3, 1, 2)
 
 
 def _grads(phi: Tensor) -> tuple[Tensor, Tensor]:
@@ -121,12 +132,7 @@ class MetriplecticLayer(nn.Module):
         K = self.coupling.matrix().to(phi)
         if self.advection_step == "euler":
             return phi + h * a * torch.einsum("ij,bjxy->bixy", K, phi)
-        eye = torch.eye(self.fields, dtype=phi.dtype, device=phi.device)
-        half = (0.5 * h * a).permute(0, 2, 3, 1)[..., None] * K               # (B, H, W, C, C)
-        rhs = phi.permute(0, 2, 3, 1).unsqueeze(-1)
-        rhs = rhs + half @ rhs
-        out = torch.linalg.solve(eye - half, rhs).squeeze(-1)
-        return out.permute(0, 3, 1, 2)
+        return cayley_advect(phi, a, K, h)
 
     def dissipate(self, phi: Tensor, kappa: Tensor, gamma: Tensor, h: float) -> Tensor:
         """Implicit diffusion + damping: solve (I + h (L_kappa + diag(gamma))) phi' = phi."""

@@ -1,0 +1,379 @@
+"""Reacher from pixels with a Metriplector world model and CEM planning: ``sp-dynamics reacher``.
+
+    sp-dynamics reacher collect --preset cpu                # random-policy episodes on disk (resumable)
+    sp-dynamics reacher train --preset cpu --jobs 2         # both world models, same data, same budget
+    sp-dynamics reacher eval --checkpoint ckpt.pt --episodes 20 --seed 50000   # one JSON line
+
+(``python -m experiments.reacher ...`` in a checkout writes to ``experiments/results``.) Needs the
+optional extra: ``pip install 'sp-dynamics[control]'`` (see ``metriplector.reacher_env`` for the
+headless GL back ends).
+
+Task (``metriplector.reacher_env``): goal reaching on dm_control reacher-easy with action repeat 5.
+The goal is the joint configuration reached after ``goal_steps`` random actions from the reset
+state, shown to the planner as a rendered frame; success when both joint angles come within 0.05
+rad of it after some action within ``budget`` actions. The return of an episode is minus the sum
+over its actions of the largest joint-angle error after that action (higher is better).
+
+Planners, all with the same CEM settings, replanning after every action and warm-started from the
+previous plan. A candidate's cost is its smallest distance to the goal over its ``horizon``
+actions (success counts after any action): for the Metriplector world model and the equal-parameter
+conv baseline, the squared distance of the predicted latent from the encoded goal frame; for the
+true simulator (``oracle``, an upper bound that checks the planner), the squared joint-angle error.
+Random actions are the floor.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from sp_dynamics.config import apply_overrides, config_dict, config_hash
+from sp_dynamics.io import atomic_save, atomic_write_text, safe_load
+from sp_dynamics.nn import count_parameters
+from sp_dynamics.runners.common import (Parser, UsageError, command_line, default_out, machine_line, run_jobs,
+                                        set_threads, write_results)
+
+from ._shared import add_train_options, check_device, check_models, check_parity, load_model_blob, warmup_cosine
+from ..reacher_env import ControlUnavailable, Reacher, angle_distance, collect, load_episode
+from ..world_model import WorldModel, cem_plan, conv_width_for, latent_cost, world_model_loss
+
+PACKAGE = Path(__file__).resolve().parent.parent
+CHECKPOINTS = PACKAGE / "checkpoints"
+MODELS = ("metriplector", "conv")
+POLICIES = ("model", "oracle", "random")
+CHECKPOINT_FORMAT = "metriplector-reacher/1"
+
+
+@dataclass(frozen=True)
+class ReacherConfig:
+    # data
+    episodes: int = 200
+    episode_steps: int = 50
+    action_repeat: int = 5
+    data_seed: int = 0
+    # model
+    latent: int = 16
+    widths: tuple = (16, 32, 48)
+    layers: int = 2
+    fields: int = 8
+    # training
+    steps: int = 3000
+    batch: int = 16
+    sequence: int = 6
+    warmup_ar: int = 500
+    lr: float = 1e-3
+    ema: float = 0.99
+    eval_every: int = 250
+    # evaluation
+    eval_episodes: int = 20
+    budget: int = 25
+    goal_steps: int = 10
+    horizon: int = 5
+    population: int = 64
+    elites: int = 8
+    iterations: int = 4
+
+    def validate(self) -> None:
+        if min(self.episodes, self.episode_steps, self.steps, self.batch, self.eval_episodes, self.budget,
+               self.horizon, self.population, self.iterations, self.eval_every) < 1:
+            raise ValueError("episodes, episode_steps, steps, batch, eval_episodes, budget, horizon, population, "
+                             "iterations and eval_every must all be >= 1")
+        if not 2 <= self.sequence <= self.episode_steps:
+            raise ValueError(f"sequence must be in 2..episode_steps ({self.episode_steps}), got {self.sequence}")
+        if not 1 <= self.elites <= self.population:
+            raise ValueError(f"need 1 <= elites <= population, got {self.elites} and {self.population}")
+
+
+PRESETS = {
+    "smoke": ReacherConfig(episodes=3, episode_steps=8, latent=8, widths=(8, 8, 8), layers=1, fields=4, steps=3,
+                           batch=2, sequence=4, warmup_ar=1, eval_every=2, eval_episodes=1, budget=2, goal_steps=2,
+                           horizon=2, population=8, elites=2, iterations=1),
+    "cpu": ReacherConfig(),
+    # the paper's scale (10K random episodes, 913K parameters, 300 candidates x 30 iterations), for a GPU
+    "paper": ReacherConfig(episodes=10000, latent=64, widths=(64, 128, 192), layers=4, fields=16, steps=50000,
+                           batch=64, population=300, elites=30, iterations=30, eval_episodes=50),
+}
+
+
+def model_kwargs(cfg: ReacherConfig, kind: str) -> dict:
+    base = {"latent": cfg.latent, "widths": tuple(cfg.widths), "layers": cfg.layers, "fields": cfg.fields}
+    if kind == "conv":
+        ref = WorldModel(**base).dynamics_parameters()
+        base.update(dynamics="conv", conv_width=conv_width_for(ref, cfg.latent))
+    return base
+
+
+def build(kind: str, kwargs: dict) -> WorldModel:
+    return WorldModel(**kwargs)
+
+
+def data_dir(out: Path, cfg: ReacherConfig) -> Path:
+    key = config_hash({k: getattr(cfg, k) for k in ("episodes", "episode_steps", "action_repeat", "data_seed")})
+    return out / "reacher_data" / key
+
+
+def load_data(folder: Path, cfg: ReacherConfig) -> dict[str, torch.Tensor]:
+    eps = [load_episode(folder / f"episode_{k:05d}.npz") for k in range(cfg.episodes)]
+    return {"frames": torch.from_numpy(np.stack([e["frames"] for e in eps])),           # (N, T+1, 64, 64, 3) uint8
+            "actions": torch.from_numpy(np.stack([e["actions"] for e in eps])).float(),
+            "rewards": torch.from_numpy(np.stack([e["rewards"] for e in eps])).float() / cfg.action_repeat}
+
+
+def to_images(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 (..., H, W, 3) -> float (..., 3, H, W) in [0, 1]."""
+    return frames.movedim(-1, -3).float() / 255.0
+
+
+def windows(data: dict, cfg: ReacherConfig, g: torch.Generator):
+    n, T = data["actions"].shape[:2]
+    ep = torch.randint(n, (cfg.batch,), generator=g)
+    t0 = torch.randint(T - cfg.sequence + 1, (cfg.batch,), generator=g)
+    idx = t0[:, None] + torch.arange(cfg.sequence)
+    frames = data["frames"][ep[:, None], torch.cat([idx, idx[:, -1:] + 1], 1)]
+    return to_images(frames), data["actions"][ep[:, None], idx], data["rewards"][ep[:, None], idx]
+
+
+def train_one(cfg: ReacherConfig, kind: str, seed: int, run_dir: str, folder: str, device: str = "cpu",
+              threads: int | None = None) -> dict:
+    """Train one world model; checkpoint every ``eval_every`` steps to ``run_dir`` and resume there."""
+    set_threads(threads)
+    run_dir = Path(run_dir)
+    done = run_dir / f"{kind}_seed{seed}.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    data = load_data(Path(folder), cfg)
+    kwargs = model_kwargs(cfg, kind)
+    torch.manual_seed(seed)
+    model = build(kind, kwargs).to(device)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: warmup_cosine(k, 50, cfg.steps))
+    g = torch.Generator().manual_seed(seed)
+    state_path = run_dir / f"{kind}_seed{seed}.state.pt"
+    curve, step, train_time = [], 0, 0.0
+    if state_path.exists():
+        state = safe_load(state_path, "reacher training state")
+        model.load_state_dict(state["model"]), opt.load_state_dict(state["opt"]), sched.load_state_dict(state["sched"])
+        g.set_state(state["rng"])
+        curve, step, train_time = state["curve"], state["step"], state["train_time_s"]
+    bar = tqdm(total=cfg.steps, initial=step, desc=f"reacher {kind} seed {seed}", disable=None)
+    running: list[list[float]] = []
+    while step < cfg.steps:
+        model.train()
+        start = time.time()
+        frames, actions, rewards = (x.to(device) for x in windows(data, cfg, g))
+        ar = 0 if step < cfg.warmup_ar else cfg.sequence - 1   # teacher forcing first, then autoregressive
+        out = world_model_loss(model, frames, actions, rewards, ar_steps=ar)
+        if not torch.isfinite(out["total"]):
+            raise RuntimeError(f"{kind} seed {seed}: the training loss became {float(out['total'])} at step {step + 1}")
+        opt.zero_grad()
+        out["total"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        model.update_target(cfg.ema)
+        step, train_time = step + 1, train_time + time.time() - start
+        running.append([float(out["prediction"].detach()), float(out["per_step"][-1]), float(out["reward"].detach())])
+        bar.update(1)
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            m = [float(v) for v in np.mean(running, 0)]
+            curve.append({"step": step, "prediction": m[0], "last_step": m[1], "reward": m[2], "train_time_s": train_time})
+            bar.set_postfix(pred=f"{m[0]:.4f}")
+            running = []
+            atomic_save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                         "rng": g.get_state(), "curve": curve, "step": step, "train_time_s": train_time}, state_path)
+    bar.close()
+    model = model.cpu().eval()
+    row = {"model": kind, "seed": seed, "params": count_parameters(model), "dynamics_params": model.dynamics_parameters(),
+           "kwargs": kwargs, "curve": curve, "train_time_s": train_time, "threads": torch.get_num_threads()}
+    atomic_save({"format": CHECKPOINT_FORMAT, "kind": kind, "kwargs": kwargs, "model": model.state_dict(),
+                 "seed": seed, "action_repeat": cfg.action_repeat}, run_dir / f"{kind}_seed{seed}.pt")
+    atomic_write_text(json.dumps(row), done)
+    return row
+
+
+def load_checkpoint(path: str | Path) -> tuple[WorldModel, dict]:
+    return load_model_blob(path, CHECKPOINT_FORMAT, "reacher checkpoint", build)
+
+
+# ------------------------------------------------------------------------------------ evaluation
+
+def _oracle_cost(env: Reacher, goal: np.ndarray):
+    start = env.get_state()
+
+    def cost(actions: torch.Tensor) -> torch.Tensor:
+        out = []
+        for seq in actions.numpy():
+            env.set_state(start)
+            best = np.inf
+            for a in seq:
+                for _ in range(env.action_repeat):
+                    env.physics.set_control(a)
+                    env.physics.step()
+                best = min(best, float((angle_distance(env.qpos(), goal) ** 2).sum()))
+            out.append(best)
+        env.set_state(start)
+        return torch.tensor(out)
+
+    return cost
+
+
+def _image(frame: np.ndarray) -> torch.Tensor:
+    return to_images(torch.from_numpy(frame.copy()))[None]
+
+
+def run_episode(cfg: ReacherConfig, policy: str, seed: int, model: WorldModel | None = None) -> dict:
+    """One goal-reaching episode on env seed ``seed``: success, steps used, return."""
+    env = Reacher(seed, action_repeat=cfg.action_repeat, render=policy == "model")
+    frame = env.reset()
+    goal = env.sample_goal(cfg.goal_steps)
+    z_goal = model.encode(_image(env.render_at(goal))) if policy == "model" else None
+    g = torch.Generator().manual_seed(seed)
+    plan, ret = None, 0.0
+    for t in range(cfg.budget):
+        if policy == "random":
+            a = env.rng.uniform(-1, 1, 2)
+        else:
+            with torch.no_grad():
+                cost = (_oracle_cost(env, goal) if policy == "oracle"
+                        else latent_cost(model, model.encode(_image(frame)), z_goal))
+                plan = cem_plan(cost, cfg.horizon, 2, cfg.population, cfg.elites, cfg.iterations, g,
+                                mean=None if plan is None else torch.cat([plan[1:], plan[-1:]]))
+            a = plan[0].numpy()
+        frame, _ = env.step(a)
+        err = float(angle_distance(env.qpos(), goal).max())
+        ret -= err
+        if err < 0.05:
+            return {"success": True, "steps": t + 1, "return": ret}
+    return {"success": False, "steps": cfg.budget, "return": ret}
+
+
+def evaluate(cfg: ReacherConfig, policy: str, seed: int, episodes: int, model: WorldModel | None = None) -> dict:
+    t0 = time.time()
+    rows = [run_episode(cfg, policy, seed + k, model) for k in tqdm(range(episodes), desc=f"eval {policy}", disable=None)]
+    return {"success_rate": float(np.mean([r["success"] for r in rows])),
+            "mean_return": float(np.mean([r["return"] for r in rows])), "episodes": episodes, "seed": seed,
+            "wall_time_s": round(time.time() - t0, 1)}
+
+
+# -------------------------------------------------------------------------------------- commands
+
+def _config(args) -> ReacherConfig:
+    cfg = apply_overrides(PRESETS[args.preset], args.overrides)
+    cfg.validate()
+    return cfg
+
+
+def cmd_collect(args) -> Path:
+    cfg = _config(args)
+    folder = data_dir(default_out(args.out, args.default_results), cfg)
+    bar = tqdm(total=cfg.episodes, desc="collect", disable=None)
+    t0 = time.time()
+    collect(folder, cfg.episodes, cfg.episode_steps, cfg.data_seed, cfg.action_repeat,
+            progress=lambda k: bar.update(k - bar.n))
+    bar.close()
+    print(json.dumps({"folder": str(folder), "episodes": cfg.episodes, "steps": cfg.episode_steps,
+                      "wall_time_s": round(time.time() - t0, 1)}), flush=True)
+    return folder
+
+
+def cmd_train(args) -> None:
+    cfg = _config(args)
+    kinds = check_models(args.models, MODELS)
+    check_device(args.device)
+    counts = {k: build(k, model_kwargs(cfg, k)).dynamics_parameters() for k in kinds}
+    if "metriplector" in kinds:
+        check_parity(counts, counts["metriplector"], "metriplector")
+    print("dynamics parameters: " + ", ".join(f"{k} {n}" for k, n in counts.items()), flush=True)
+    out = default_out(args.out, args.default_results)
+    start = time.time()
+    folder = cmd_collect(args)
+    run_dir = out / "runs" / f"reacher-{args.preset}-{config_hash(config_dict(cfg))}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    calls = {(k, s): (cfg, k, s, str(run_dir), str(folder), args.device) for s in args.seeds for k in kinds}
+    done = run_jobs(train_one, calls, args.jobs)
+    rows = [done[key] for key in calls]
+    for r in rows:  # every trained model and the references, on the same fresh episodes
+        model, _ = load_checkpoint(run_dir / f"{r['model']}_seed{r['seed']}.pt")
+        r["eval"] = evaluate(cfg, "model", args.eval_seed, cfg.eval_episodes, model)
+    refs = {p: evaluate(cfg, p, args.eval_seed, cfg.eval_episodes) for p in ("oracle", "random")}
+    text = table(cfg, args.preset, rows, refs, command_line(args.prog, args.argv), time.time() - start, args.jobs)
+    if args.save:
+        write_results(out, f"reacher_{args.preset}", text, {"rows": rows, "references": refs}, cfg)
+        if args.ship:
+            seed = min(args.seeds)
+            for kind in kinds:
+                atomic_save(safe_load(run_dir / f"{kind}_seed{seed}.pt", "reacher checkpoint"),
+                            Path(args.checkpoints) / f"reacher_{kind}.pt")
+    print(text)
+
+
+def table(cfg: ReacherConfig, preset: str, rows: list[dict], refs: dict, command: str, wall: float, jobs: int) -> str:
+    lines = [f"# Reacher goal reaching ({preset} preset): Metriplector world model + CEM against references", "",
+             command, machine_line(wall, jobs),
+             f"- data: {cfg.episodes} random-policy episodes of {cfg.episode_steps} actions (action repeat "
+             f"{cfg.action_repeat}); training {cfg.steps} steps of {cfg.batch} windows of {cfg.sequence} actions, "
+             f"autoregressive after step {cfg.warmup_ar}",
+             f"- evaluation: {cfg.eval_episodes} fresh episodes, goal {cfg.goal_steps} random actions away, budget "
+             f"{cfg.budget} actions, success = both joints within 0.05 rad; CEM {cfg.population} candidates, "
+             f"{cfg.elites} elites, {cfg.iterations} iterations, horizon {cfg.horizon}", "",
+             "| planner's model | params (dynamics) | seed | success | mean return | train time (s) | eval time (s) |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        e = r["eval"]
+        lines.append(f"| {r['model']} | {r['params']} ({r['dynamics_params']}) | {r['seed']} | "
+                     f"{100 * e['success_rate']:.0f}% | {e['mean_return']:.2f} | {r['train_time_s']:.0f} | {e['wall_time_s']:.0f} |")
+    for p, e in refs.items():
+        lines.append(f"| {p} (reference) | | | {100 * e['success_rate']:.0f}% | {e['mean_return']:.2f} | | {e['wall_time_s']:.0f} |")
+    lines += ["| paper (Oprisa & Toth 2026), reference, not ours, its own protocol | 913K | | 88% | | | |", ""]
+    return "\n".join(lines) + "\n"
+
+
+def cmd_eval(args) -> None:
+    if args.episodes < 1:
+        raise UsageError(f"--episodes must be >= 1, got {args.episodes}")
+    cfg = _config(args)
+    model = None
+    if args.policy == "model":
+        model, blob = load_checkpoint(args.checkpoint)
+        cfg = apply_overrides(cfg, [f"action_repeat={blob['action_repeat']}"])
+    line = {"policy": args.policy, **evaluate(cfg, args.policy, args.seed, args.episodes, model)}
+    if model is not None:
+        line.update(model=blob["kind"], checkpoint=str(args.checkpoint))
+    print(json.dumps(line))
+
+
+def main(argv: list[str] | None = None, *, default_results=None, default_checkpoints=None,
+         prog: str = "sp-dynamics reacher") -> None:
+    parser = Parser(prog=prog, description=__doc__)
+    sub = parser.add_subparsers(dest="cmd", required=True, parser_class=Parser)
+    c = sub.add_parser("collect", help="random-policy episodes on disk (resumable)")
+    c.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    c.add_run_options(jobs=False)
+    t = sub.add_parser("train", help="collect, train both world models, evaluate them with the references")
+    add_train_options(t, PRESETS, MODELS, default_checkpoints or str(CHECKPOINTS))
+    t.add_argument("--eval-seed", type=int, default=50000, help="first env seed of the evaluation episodes")
+    t.add_run_options()
+    e = sub.add_parser("eval", help="CEM goal reaching with a checkpoint (or a reference policy): one JSON line")
+    e.add_argument("--checkpoint", default=str(CHECKPOINTS / "reacher_metriplector.pt"))
+    e.add_argument("--policy", choices=POLICIES, default="model")
+    e.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="the task and CEM settings")
+    e.add_argument("--episodes", type=int, default=20)
+    e.add_argument("--seed", type=int, default=50000, help="first env seed (fresh seeds: not the data's)")
+    e.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+    args.argv, args.prog, args.default_results = list(sys.argv[1:] if argv is None else argv), prog, default_results
+    try:
+        {"collect": cmd_collect, "train": cmd_train, "eval": cmd_eval}[args.cmd](args)
+    except ControlUnavailable as err:
+        raise UsageError(str(err)) from None
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,309 @@
+"""Metriplector world model for control: pixels -> 8x8 latent grid -> action-conditioned
+symplectic field dynamics, and a cross-entropy-method planner in latent space.
+
+The world model of the Metriplector paper (Oprisa & Toth 2026, section 3.5), built from the
+library's primitives:
+
+* an encoder of 64x64 RGB frames into a (D, 8, 8) latent grid (three stride-2 stages of two 3x3
+  convolutions with GroupNorm and SiLU, then a 1x1 map to D channels), and an EMA copy of it (the
+  target encoder) that provides the prediction targets; variance and covariance regularisation of
+  the online latents keep them from collapsing (:func:`variance_covariance`);
+* dynamics ``z_{t+1} = F(z_t, u_t)`` by ``layers`` non-shared :class:`PortHamiltonianLayer` blocks.
+  Each block makes C fresh fields from the latent, organised as C/2 canonical conjugate pairs,
+  and evolves them ``substeps`` times under
+
+  1. advection ``phi' = a K phi`` with ``K = J + W`` (:class:`~metriplector.layers.FieldCoupling`:
+     the canonical symplectic J of :mod:`sp_dynamics.brackets` plus a learned skew cross-pair term
+     initialised small), one strength ``a >= 0`` per position, stepped by the Cayley map
+     (:func:`~metriplector.layers.cayley_advect`): orthogonal, so sum(phi^2) is kept to round-off;
+  2. diffusion and damping ``phi <- phi - h (L_kappa + diag(gamma)) phi`` (explicit, with the
+     Gershgorin bounds of :class:`~metriplector.vision.VisionLayer`, so it never increases sum(phi^2));
+  3. sources ``phi <- phi + h s``;
+
+  then reads out the stress-energy tensor of the fields (learned Sobel-initialised gradients) and
+  adds a gated, normalised 1x1 projection of it to the latent (residual);
+* port-Hamiltonian action conditioning: the action u enters only the operators. A zero-initialised
+  linear map of u gives a per-position offset of the source, conductance, damping and advection
+  logits; the fields and the latent themselves never see u. At initialisation the model therefore
+  predicts the same next latent for every action;
+* a reward head (global average of the latent, linear), trained as an auxiliary target.
+
+The baseline dynamics (``dynamics="conv"``) replace the layers by residual conv blocks that see the
+action as two broadcast input channels, with the same encoder, heads and training.
+
+Departures from the paper, for a CPU budget: smaller widths (the paper's encoder alone has 560K
+parameters) and 8 fields (4 pairs) instead of 16 in the CPU preset; no post-residual GroupNorm,
+since the targets come from the unnormalised EMA encoder.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from sp_dynamics.nn import count_parameters, matched_width
+from sp_dynamics.serialization import serializable
+
+from .graphs import GridGraph
+from .layers import FieldCoupling, cayley_advect
+from .vision import GradientFilters, VisionLayer, readout_features
+
+__all__ = ["PortHamiltonianLayer", "ConvDynamics", "Encoder", "WorldModel", "variance_covariance",
+           "world_model_loss", "cem_plan", "latent_cost"]
+
+DYNAMICS = ("metriplector", "conv")
+
+
+def _check_latent(z: Tensor, channels: int) -> None:
+    if z.ndim != 4 or z.shape[1] != channels:
+        raise ValueError(f"expected latents of shape (B, {channels}, H, W), got {tuple(z.shape)}")
+
+
+@serializable
+class PortHamiltonianLayer(nn.Module):
+    """One symplectic Metriplector block with port-Hamiltonian action conditioning,
+    (latent (B, D, H, W), action (B, A)) -> latent (B, D, H, W). See the module docstring."""
+
+    def __init__(self, channels: int, actions: int, grid: int = 8, fields: int = 8, substeps: int = 2,
+                 dt: float = 0.5, gate_init: float = 0.1, cross_init_std: float = 0.01):
+        super().__init__()
+        if fields % 2 or fields < 2:
+            raise ValueError(f"the fields form conjugate pairs: need an even number >= 2, got {fields}")
+        if substeps < 1 or dt <= 0:
+            raise ValueError(f"need substeps >= 1 and dt > 0, got {substeps} and {dt}")
+        self.channels, self.actions, self.grid, self.fields, self.substeps, self.dt = channels, actions, grid, fields, substeps, dt
+        self.kappa_max, self.gamma_max = 0.2 / dt, 0.4 / dt  # h (8 kappa_max + gamma_max) = 2 (Gershgorin)
+        self.norm = nn.GroupNorm(1, channels)
+        # phi_0 (C), then the operators: source (C), kappa (C), gamma (C), advection strength (1)
+        self.project = nn.Conv2d(channels, 4 * fields + 1, kernel_size=3, padding=1)
+        self.action_map = nn.Linear(actions, (3 * fields + 1) * grid * grid)
+        nn.init.zeros_(self.action_map.weight)
+        nn.init.zeros_(self.action_map.bias)
+        self.coupling = FieldCoupling(fields, canonical=True, cross_init_std=cross_init_std)
+        self.gradients = GradientFilters(fields)
+        self.mix = nn.Conv2d(fields * fields, channels, kernel_size=1, bias=False)
+        self.mix_norm = nn.GroupNorm(1, channels)
+        self.gate = nn.Parameter(torch.full((channels,), gate_init))
+
+    def coefficients(self, z: Tensor, u: Tensor) -> dict[str, Tensor]:
+        """phi0, source, kappa, gamma (B, C, H, W) and the advection strength a (B, 1, H, W)."""
+        C, B = self.fields, z.shape[0]
+        out = self.project(self.norm(z))
+        ops = out[:, C:] + self.action_map(u).view(B, 3 * C + 1, self.grid, self.grid)
+        return {"phi0": out[:, :C], "source": ops[:, :C],
+                "kappa": self.kappa_max * torch.sigmoid(ops[:, C : 2 * C]),
+                "gamma": self.gamma_max * torch.sigmoid(ops[:, 2 * C : 3 * C]),
+                "a": F.softplus(ops[:, 3 * C :])}
+
+    def advect(self, phi: Tensor, a: Tensor) -> Tensor:
+        """One Cayley step of the canonical + cross-pair advection (norm-preserving)."""
+        return cayley_advect(phi, a, self.coupling.matrix().to(phi), self.dt)
+
+    def evolve(self, z: Tensor, u: Tensor) -> Tensor:
+        co = self.coefficients(z, u)
+        graph = GridGraph(z.shape[-2], z.shape[-1])
+        weights = VisionLayer.edge_weights(co["kappa"])
+        phi = co["phi0"]
+        for _ in range(self.substeps):
+            phi = self.advect(phi, co["a"])
+            phi = phi - self.dt * (graph.laplacian(weights, phi) + co["gamma"] * phi)
+            phi = phi + self.dt * co["source"]
+        return phi
+
+    def forward(self, z: Tensor, u: Tensor) -> Tensor:
+        _check_latent(z, self.channels)
+        if z.shape[-2:] != (self.grid, self.grid):
+            raise ValueError(f"this layer was built for a {self.grid}x{self.grid} grid, got {tuple(z.shape[-2:])}")
+        feats = readout_features("stress", self.evolve(z, u), self.gradients)
+        return z + F.silu(self.mix_norm(self.mix(feats))) * self.gate[:, None, None]
+
+
+@serializable
+class ConvDynamics(nn.Module):
+    """Baseline dynamics: ``blocks`` residual blocks conv3x3(D + A -> width) - SiLU - conv3x3(-> D),
+    the action broadcast as A constant input channels."""
+
+    def __init__(self, channels: int, actions: int, width: int = 32, blocks: int = 2):
+        super().__init__()
+        self.channels, self.actions = channels, actions
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.GroupNorm(1, channels + actions), nn.Conv2d(channels + actions, width, 3, padding=1),
+                          nn.SiLU(), nn.Conv2d(width, channels, 3, padding=1)) for _ in range(blocks))
+
+    def forward(self, z: Tensor, u: Tensor) -> Tensor:
+        _check_latent(z, self.channels)
+        a = u[:, :, None, None].expand(-1, -1, *z.shape[-2:])
+        for blk in self.blocks:
+            z = z + blk(torch.cat([z, a], 1))
+        return z
+
+
+@serializable
+class Encoder(nn.Module):
+    """64x64 RGB (B, 3, 64, 64), values in [0, 1] -> latent (B, D, 8, 8)."""
+
+    def __init__(self, latent: int = 16, widths: tuple[int, ...] = (16, 32, 48)):
+        super().__init__()
+        layers, c = [], 3
+        for w in widths:
+            layers += [nn.Conv2d(c, w, 3, stride=2, padding=1), nn.GroupNorm(4 if w % 4 == 0 else 1, w), nn.SiLU(),
+                       nn.Conv2d(w, w, 3, padding=1), nn.GroupNorm(4 if w % 4 == 0 else 1, w), nn.SiLU()]
+            c = w
+        layers.append(nn.Conv2d(c, latent, 1))
+        self.net = nn.Sequential(*layers)
+        self.downsample = 2 ** len(widths)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"expected RGB frames of shape (B, 3, H, W), got {tuple(x.shape)}")
+        return self.net(x - 0.5)
+
+
+@serializable
+class WorldModel(nn.Module):
+    """Encoder + EMA target encoder + latent dynamics + reward head.
+
+    Args:
+        latent: D, channels of the latent grid. actions: A. image: frame side (a multiple of 8).
+        dynamics: ``"metriplector"`` (:class:`PortHamiltonianLayer` blocks) or ``"conv"``.
+        layers, fields, substeps: of the Metriplector dynamics. conv_width, conv_blocks: of the baseline.
+    """
+
+    def __init__(self, latent: int = 16, actions: int = 2, image: int = 64, widths: tuple[int, ...] = (16, 32, 48),
+                 dynamics: str = "metriplector", layers: int = 2, fields: int = 8, substeps: int = 2,
+                 conv_width: int = 32, conv_blocks: int = 2):
+        super().__init__()
+        if dynamics not in DYNAMICS:
+            raise ValueError(f"dynamics must be one of {DYNAMICS}, got {dynamics!r}")
+        if image % 2 ** len(widths):
+            raise ValueError(f"the frame side {image} must be a multiple of {2 ** len(widths)}")
+        self.latent, self.actions, self.image, self.kind = latent, actions, image, dynamics
+        self.grid = image // 2 ** len(widths)
+        self.encoder = Encoder(latent, tuple(widths))
+        self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
+        if dynamics == "metriplector":
+            self.layers = nn.ModuleList(PortHamiltonianLayer(latent, actions, self.grid, fields, substeps)
+                                        for _ in range(layers))
+        else:
+            self.layers = nn.ModuleList([ConvDynamics(latent, actions, conv_width, conv_blocks)])
+        self.reward_head = nn.Linear(latent, 1)
+
+    def dynamics_parameters(self) -> int:
+        return count_parameters(self.layers)
+
+    def encode(self, frames: Tensor) -> Tensor:
+        return self.encoder(frames)
+
+    @torch.no_grad()
+    def target(self, frames: Tensor) -> Tensor:
+        return self.target_encoder(frames)
+
+    @torch.no_grad()
+    def update_target(self, decay: float) -> None:
+        """EMA: target <- decay * target + (1 - decay) * online."""
+        for t, o in zip(self.target_encoder.parameters(), self.encoder.parameters()):
+            t.lerp_(o, 1.0 - decay)
+
+    def step(self, z: Tensor, u: Tensor) -> Tensor:
+        if u.ndim != 2 or u.shape[1] != self.actions or u.shape[0] != z.shape[0]:
+            raise ValueError(f"expected actions of shape ({z.shape[0]}, {self.actions}), got {tuple(u.shape)}")
+        for layer in self.layers:
+            z = layer(z, u)
+        return z
+
+    def rollout(self, z: Tensor, actions: Tensor) -> Tensor:
+        """Open-loop latents after each action: z (B, D, H, W), actions (B, T, A) -> (B, T, D, H, W)."""
+        out = []
+        for t in range(actions.shape[1]):
+            z = self.step(z, actions[:, t])
+            out.append(z)
+        return torch.stack(out, 1)
+
+    def reward(self, z: Tensor) -> Tensor:
+        return self.reward_head(z.mean(dim=(-2, -1))).squeeze(-1)
+
+
+def conv_width_for(target: int, latent: int = 16, actions: int = 2, blocks: int = 2) -> int:
+    """The ConvDynamics width whose parameter count is closest to ``target``."""
+    return matched_width(lambda w: ConvDynamics(latent, actions, w, blocks), target)
+
+
+def variance_covariance(z: Tensor) -> tuple[Tensor, Tensor]:
+    """VICReg-style terms of latents (B, D, H, W), every position a sample of D channels: the mean
+    hinge ``relu(1 - std)`` per channel, and the mean squared off-diagonal channel covariance."""
+    x = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
+    x = x - x.mean(0)
+    std = (x.var(0) + 1e-4).sqrt()
+    cov = x.T @ x / max(len(x) - 1, 1)
+    off = cov - torch.diag(torch.diag(cov))
+    return F.relu(1.0 - std).mean(), (off**2).sum() / z.shape[1]
+
+
+def world_model_loss(model: WorldModel, frames: Tensor, actions: Tensor, rewards: Tensor, ar_steps: int = 0,
+                     var_weight: float = 1.0, cov_weight: float = 0.04, reward_weight: float = 0.1) -> dict[str, Tensor]:
+    """Multi-step latent prediction loss of sequences: frames (B, T+1, 3, H, W) in [0, 1],
+    actions (B, T, A), rewards (B, T).
+
+    Step t predicts the EMA target latent of frame t+1 from an input latent: for the first
+    ``ar_steps`` steps the model's own previous prediction (autoregressive; step 0 starts from the
+    encoded frame 0), after that the online encoding of frame t (teacher forcing)."""
+    B, T1 = frames.shape[:2]
+    T = T1 - 1
+    if actions.shape[:2] != (B, T) or rewards.shape != (B, T):
+        raise ValueError(f"frames {tuple(frames.shape)}, actions {tuple(actions.shape)} and rewards "
+                         f"{tuple(rewards.shape)} do not describe the same (B, T) sequences")
+    flat = frames.flatten(0, 1)
+    online = model.encode(flat).unflatten(0, (B, T1))
+    targets = model.target(frames[:, 1:].flatten(0, 1)).unflatten(0, (B, T))
+    pred, losses = None, []
+    preds = []
+    for t in range(T):
+        z_in = pred if (pred is not None and t < ar_steps) else online[:, t]
+        pred = model.step(z_in, actions[:, t])
+        preds.append(pred)
+        losses.append(F.mse_loss(pred, targets[:, t]))
+    preds = torch.stack(preds, 1)
+    var, cov = variance_covariance(online.flatten(0, 1))
+    reward = F.mse_loss(model.reward(preds.flatten(0, 1)), rewards.flatten())
+    prediction = torch.stack(losses).mean()
+    total = prediction + var_weight * var + cov_weight * cov + reward_weight * reward
+    return {"total": total, "prediction": prediction, "per_step": torch.stack(losses).detach(), "variance": var,
+            "covariance": cov, "reward": reward}
+
+
+@torch.no_grad()
+def latent_cost(model: WorldModel, z0: Tensor, z_goal: Tensor):
+    """The CEM cost of action sequences (P, H, A): the smallest squared distance of a predicted
+    latent from the goal latent over the H steps. z0, z_goal: (1, D, h, w)."""
+
+    def cost(actions: Tensor) -> Tensor:
+        z = model.rollout(z0.expand(len(actions), -1, -1, -1), actions)
+        return ((z - z_goal.unsqueeze(1)) ** 2).flatten(2).sum(-1).min(1).values
+
+    return cost
+
+
+@torch.no_grad()
+def cem_plan(cost, horizon: int, action_dim: int, population: int = 64, elites: int = 8, iterations: int = 4,
+             generator: torch.Generator | None = None, mean: Tensor | None = None, std: float = 0.7,
+             low: float = -1.0, high: float = 1.0) -> Tensor:
+    """The cross-entropy method over action sequences: sample ``population`` Gaussian sequences
+    (horizon, action_dim), clipped to [low, high], score them with ``cost`` (batched, lower is
+    better), refit mean and std to the ``elites`` best, ``iterations`` times. Returns the final mean
+    (horizon, action_dim); warm-start with ``mean`` (e.g. the previous plan shifted by one step)."""
+    if not 1 <= elites <= population:
+        raise ValueError(f"need 1 <= elites <= population, got {elites} and {population}")
+    if horizon < 1 or iterations < 1:
+        raise ValueError(f"need horizon >= 1 and iterations >= 1, got {horizon} and {iterations}")
+    mu = torch.zeros(horizon, action_dim) if mean is None else mean.clone()
+    sigma = torch.full((horizon, action_dim), float(std))
+    for _ in range(iterations):
+        noise = torch.randn(population, horizon, action_dim, generator=generator)
+        samples = (mu + sigma * noise).clamp(low, high)
+        samples[0] = mu.clamp(low, high)  # keep the current mean among the candidates
+        best = samples[torch.topk(cost(samples), elites, largest=False).indices]
+        mu, sigma = best.mean(0), best.std(0, unbiased=False).clamp_min(0.05)
+    return mu

@@ -1,0 +1,118 @@
+"""Structure tests of the Metriplector world model (no MuJoCo needed)."""
+
+import pytest
+import torch
+
+from metriplector.world_model import (PortHamiltonianLayer, WorldModel, cem_plan, conv_width_for, variance_covariance,
+                                      world_model_loss)
+
+
+def _layer(dtype=torch.float64, **kw):
+    torch.manual_seed(0)
+    return PortHamiltonianLayer(channels=6, actions=2, grid=8, fields=4, **kw).to(dtype)
+
+
+def test_advection_keeps_field_norm_to_round_off_with_zero_action():
+    # Catches: an Euler advection step (grows sum(phi^2) by h^2 |a K phi|^2), a coupling that is not
+    # skew (canonical J plus the cross term must stay antisymmetric), or a Cayley map built wrongly.
+    layer = _layer()
+    with torch.no_grad():  # a cross-pair term well away from its small initialisation
+        for p in layer.coupling.learned.parameters():
+            p.normal_(0, 0.3)
+    z = torch.randn(3, 6, 8, 8, dtype=torch.float64)
+    co = layer.coefficients(z, torch.zeros(3, 2, dtype=torch.float64))
+    a = co["a"] * 5.0  # large steps: the Cayley map is orthogonal for any strength
+    phi = co["phi0"]
+    out = layer.advect(phi, a)
+    assert not torch.allclose(out, phi)
+    torch.testing.assert_close(out.pow(2).sum(1), phi.pow(2).sum(1), rtol=1e-12, atol=0)
+    K = layer.coupling.matrix()
+    assert torch.equal(K, -K.T)
+
+
+def test_zero_initialised_action_map_ignores_the_action_at_init():
+    # Catches: an action path that bypasses the zero-initialised maps (e.g. actions added to the state),
+    # which would make the untrained model's predictions depend on the action.
+    torch.manual_seed(0)
+    for kind in ("metriplector",):
+        model = WorldModel(latent=8, widths=(8, 8, 8), dynamics=kind, layers=2, fields=4).double()
+        z = torch.randn(4, 8, 8, 8, dtype=torch.float64)
+        u1, u2 = torch.rand(4, 2, dtype=torch.float64) * 2 - 1, torch.rand(4, 2, dtype=torch.float64) * 2 - 1
+        assert torch.equal(model.step(z, u1), model.step(z, u2))
+        # and the map is live: after a nonzero update, the action changes the prediction
+        with torch.no_grad():
+            model.layers[0].action_map.weight.normal_(0, 0.1)
+        assert not torch.allclose(model.step(z, u1), model.step(z, u2))
+
+
+def test_dissipation_bounds_and_50_step_rollouts_stay_finite_and_bounded():
+    # Catches: coefficient bounds that break the Gershgorin condition (an explicit diffusion step
+    # that amplifies), or a rollout whose latent norm blows up over a CEM-length horizon.
+    torch.manual_seed(1)
+    model = WorldModel(latent=8, widths=(8, 8, 8), layers=2, fields=4)
+    with torch.no_grad():
+        for layer in model.layers:
+            layer.action_map.weight.normal_(0, 0.5)
+    with torch.no_grad():
+        z0 = model.encode(torch.rand(5, 3, 64, 64))
+        zs = model.rollout(z0, torch.rand(5, 50, 2) * 2 - 1)
+    assert torch.isfinite(zs).all()
+    norms = zs.flatten(2).norm(dim=-1)
+    assert float(norms.max()) < 20 * float(z0.flatten(1).norm(dim=-1).max())
+    layer = model.layers[0]
+    assert layer.dt * (8 * layer.kappa_max + layer.gamma_max) <= 2.0 + 1e-12
+
+
+def test_loss_trains_both_dynamics_and_the_baseline_matches_parameters():
+    # Catches: a loss that does not reach the dynamics or the encoder (no decrease), and a baseline
+    # whose parameter count drifts away from the Metriplector's (an unfair comparison).
+    torch.manual_seed(0)
+    frames = torch.rand(4, 4, 3, 64, 64)
+    actions, rewards = torch.rand(4, 3, 2) * 2 - 1, torch.rand(4, 3)
+    ref = WorldModel(latent=8, widths=(8, 8, 8), layers=2, fields=4)
+    width = conv_width_for(ref.dynamics_parameters(), latent=8)
+    conv = WorldModel(latent=8, widths=(8, 8, 8), dynamics="conv", conv_width=width)
+    assert abs(conv.dynamics_parameters() - ref.dynamics_parameters()) <= 0.1 * ref.dynamics_parameters()
+    for model in (ref, conv):
+        opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+        first = None
+        for _ in range(15):
+            out = world_model_loss(model, frames, actions, rewards, ar_steps=2)
+            opt.zero_grad()
+            out["total"].backward()
+            opt.step()
+            model.update_target(0.9)
+            first = float(out["total"].detach()) if first is None else first
+        assert float(out["total"].detach()) < first
+
+
+def test_variance_covariance_terms():
+    # Catches: regularisers that do not vanish for whitened latents or do not penalise collapse.
+    x = torch.randn(64, 4, 8, 8) * 2.0
+    var, cov = variance_covariance(x)
+    assert float(var) == 0.0 and float(cov) < 0.05
+    var_c, _ = variance_covariance(torch.zeros(64, 4, 8, 8))
+    assert float(var_c) > 0.9
+
+
+def test_cem_finds_the_minimum_of_a_quadratic_cost():
+    target = torch.tensor([[0.3, -0.5], [0.8, 0.1], [-0.2, 0.4]])
+    cost = lambda a: ((a - target) ** 2).flatten(1).sum(-1)  # noqa: E731
+    mu = cem_plan(cost, 3, 2, population=128, elites=12, iterations=8, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(mu, target, atol=0.05, rtol=0)
+
+
+def test_bad_inputs_name_the_problem():
+    model = WorldModel(latent=8, widths=(8, 8, 8), layers=1, fields=4)
+    with pytest.raises(ValueError, match="RGB frames"):
+        model.encode(torch.rand(2, 1, 64, 64))
+    with pytest.raises(ValueError, match="actions of shape"):
+        model.step(torch.zeros(2, 8, 8, 8), torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="same \\(B, T\\)"):
+        world_model_loss(model, torch.rand(2, 3, 3, 64, 64), torch.rand(2, 3, 2), torch.rand(2, 2))
+    with pytest.raises(ValueError, match="conjugate pairs"):
+        PortHamiltonianLayer(8, 2, fields=3)
+    with pytest.raises(ValueError, match="dynamics must be"):
+        WorldModel(dynamics="transformer")
+    with pytest.raises(ValueError, match="elites"):
+        cem_plan(lambda a: a.sum((1, 2)), 2, 2, population=4, elites=5)
