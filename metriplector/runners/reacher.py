@@ -3,6 +3,8 @@
     sp-dynamics reacher collect --preset cpu                # random-policy episodes on disk (resumable)
     sp-dynamics reacher train --preset cpu --jobs 2         # both world models, same data, same budget
     sp-dynamics reacher eval --checkpoint ckpt.pt --episodes 20 --seed 50000   # one JSON line
+    sp-dynamics reacher eval --policy oracle                # the true-simulator and random references
+    sp-dynamics reacher figure --preset cpu                 # curves and open-loop rollouts
 
 (``python -m experiments.reacher ...`` in a checkout writes to ``experiments/results``.) Needs the
 optional extra: ``pip install 'sp-dynamics[control]'`` (see ``metriplector.reacher_env`` for the
@@ -37,7 +39,7 @@ from tqdm import tqdm
 from sp_dynamics.config import apply_overrides, config_dict, config_hash
 from sp_dynamics.io import atomic_save, atomic_write_text, safe_load
 from sp_dynamics.nn import count_parameters
-from sp_dynamics.runners.common import (Parser, UsageError, command_line, default_out, machine_line, run_jobs,
+from sp_dynamics.runners.common import (Parser, UsageError, command_line, default_out, machine_line, pyplot, run_jobs,
                                         set_threads, write_results)
 
 from ._shared import add_train_options, check_device, check_models, check_parity, load_model_blob, warmup_cosine
@@ -64,10 +66,10 @@ class ReacherConfig:
     layers: int = 2
     fields: int = 8
     # training
-    steps: int = 3000
+    steps: int = 2000
     batch: int = 16
     sequence: int = 6
-    warmup_ar: int = 500
+    warmup_ar: int = 400
     lr: float = 1e-3
     ema: float = 0.99
     eval_every: int = 250
@@ -95,6 +97,7 @@ PRESETS = {
     "smoke": ReacherConfig(episodes=3, episode_steps=8, latent=8, widths=(8, 8, 8), layers=1, fields=4, steps=3,
                            batch=2, sequence=4, warmup_ar=1, eval_every=2, eval_episodes=1, budget=2, goal_steps=2,
                            horizon=2, population=8, elites=2, iterations=1),
+    # the CPU preset: collection + both models in parallel (--jobs 2) + the evaluation in ~35 min on 2 cores
     "cpu": ReacherConfig(),
     # the paper's scale (10K random episodes, 913K parameters, 300 candidates x 30 iterations), for a GPU
     "paper": ReacherConfig(episodes=10000, latent=64, widths=(64, 128, 192), layers=4, fields=16, steps=50000,
@@ -306,6 +309,7 @@ def cmd_train(args) -> None:
     text = table(cfg, args.preset, rows, refs, command_line(args.prog, args.argv), time.time() - start, args.jobs)
     if args.save:
         write_results(out, f"reacher_{args.preset}", text, {"rows": rows, "references": refs}, cfg)
+        figures(cfg, rows, run_dir, folder, out, f"reacher_{args.preset}")
         if args.ship:
             seed = min(args.seeds)
             for kind in kinds:
@@ -335,6 +339,64 @@ def table(cfg: ReacherConfig, preset: str, rows: list[dict], refs: dict, command
     return "\n".join(lines) + "\n"
 
 
+@torch.no_grad()
+def figures(cfg: ReacherConfig, rows: list[dict], run_dir: Path, folder: Path, out: Path, stem: str,
+            episode: int = -1, pool: int = 40) -> None:
+    """Training curves, and an open-loop rollout of each model along one stored episode: the true
+    frames against the stored frame whose target latent is nearest to each predicted latent (the
+    latents are not decoded; the pool is ``pool`` other episodes)."""
+    plt = pyplot()
+    if plt is None:
+        return
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in rows:
+        ax.semilogy([c["step"] for c in r["curve"]], [c["prediction"] for c in r["curve"]], label=f"{r['model']} seed {r['seed']}")
+    ax.axvline(cfg.warmup_ar, color="gray", lw=0.8)
+    ax.set(xlabel="training step (gray: autoregressive from here)", ylabel="latent prediction MSE", title="training")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / f"{stem}_curves.png", dpi=110)
+    plt.close(fig)
+    data = load_data(folder, cfg)
+    ep = episode % len(data["frames"])
+    others = [k for k in range(len(data["frames"])) if k != ep][:pool]
+    pool_frames = data["frames"][others].flatten(0, 1)
+    T = min(10, cfg.episode_steps)
+    models = {r["model"]: load_checkpoint(run_dir / f"{r['model']}_seed{r['seed']}.pt")[0]
+              for r in rows if r["seed"] == min(x["seed"] for x in rows)}
+    fig, axes = plt.subplots(1 + len(models), T + 1, figsize=(1.2 * (T + 1), 1.35 * (1 + len(models))))
+    for t in range(T + 1):
+        axes[0, t].imshow(data["frames"][ep, t].numpy())
+        axes[0, t].set_title(f"t={t}", fontsize=7)
+    for row, (kind, model) in enumerate(models.items(), start=1):
+        keys = torch.cat([model.target(to_images(pool_frames[i : i + 500])) for i in range(0, len(pool_frames), 500)]).flatten(1)
+        z = model.encode(to_images(data["frames"][ep, :1]))
+        zs = torch.cat([z[:, None], model.rollout(z, data["actions"][ep : ep + 1, :T])], 1)[0].flatten(1)
+        nearest = torch.cdist(zs, keys).argmin(-1)
+        for t in range(T + 1):
+            axes[row, t].imshow(pool_frames[nearest[t]].numpy())
+        axes[row, 0].set_ylabel(kind, fontsize=7)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle("open-loop rollout: true frames (top), nearest stored frame to each predicted latent", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / f"{stem}_rollout.png", dpi=110)
+    plt.close(fig)
+
+
+def cmd_figure(args) -> None:
+    cfg = _config(args)
+    out = default_out(args.out, args.default_results)
+    run_dir = out / "runs" / f"reacher-{args.preset}-{config_hash(config_dict(cfg))}"
+    payload = out / f"reacher_{args.preset}.json"
+    if not payload.is_file():
+        raise UsageError(f"no results at {payload}: run 'train --preset {args.preset}' first")
+    rows = json.loads(payload.read_text())["rows"]
+    figures(cfg, rows, run_dir, data_dir(out, cfg), out, f"reacher_{args.preset}")
+    print(f"wrote {out}/reacher_{args.preset}_curves.png and _rollout.png", flush=True)
+
+
 def cmd_eval(args) -> None:
     if args.episodes < 1:
         raise UsageError(f"--episodes must be >= 1, got {args.episodes}")
@@ -360,6 +422,9 @@ def main(argv: list[str] | None = None, *, default_results=None, default_checkpo
     add_train_options(t, PRESETS, MODELS, default_checkpoints or str(CHECKPOINTS))
     t.add_argument("--eval-seed", type=int, default=50000, help="first env seed of the evaluation episodes")
     t.add_run_options()
+    f = sub.add_parser("figure", help="training curves and open-loop rollouts of a trained preset")
+    f.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    f.add_run_options(jobs=False)
     e = sub.add_parser("eval", help="CEM goal reaching with a checkpoint (or a reference policy): one JSON line")
     e.add_argument("--checkpoint", default=str(CHECKPOINTS / "reacher_metriplector.pt"))
     e.add_argument("--policy", choices=POLICIES, default="model")
@@ -370,7 +435,7 @@ def main(argv: list[str] | None = None, *, default_results=None, default_checkpo
     args = parser.parse_args(argv)
     args.argv, args.prog, args.default_results = list(sys.argv[1:] if argv is None else argv), prog, default_results
     try:
-        {"collect": cmd_collect, "train": cmd_train, "eval": cmd_eval}[args.cmd](args)
+        {"collect": cmd_collect, "train": cmd_train, "eval": cmd_eval, "figure": cmd_figure}[args.cmd](args)
     except ControlUnavailable as err:
         raise UsageError(str(err)) from None
 
