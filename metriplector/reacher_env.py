@@ -12,8 +12,9 @@ actions (T, 2), rewards (T,), qpos and qvel (T+1, 2). A collection resumes by sk
 episodes already on disk.
 
 Goal-reaching protocol (after the LeWM ``qpos_match`` criterion the paper uses): from the reset
-state, a goal configuration is the joint angles reached after ``goal_steps`` random actions; the
-goal frame is rendered at that configuration with zero velocity, and the arm goes back to the start
+state, a goal configuration is the joint angles reached after ``goal_steps * action_repeat``
+physics steps of uniform random torques redrawn at every physics step (not held for an action's
+repeat); the goal frame is rendered at that configuration with zero velocity, and the arm goes back to the start
 state. An episode succeeds when, after some decision step within the budget, both joint angles are
 within ``tolerance`` (0.05 rad) of the goal (angles compared modulo 2 pi).
 """
@@ -119,17 +120,44 @@ class Reacher:
         self.set_state(saved)
         return frame
 
+    def simulate(self, action) -> None:
+        """Physics only (no reward, no frame): hold ``action`` for ``action_repeat`` steps."""
+        for _ in range(self.action_repeat):
+            self.physics.set_control(action)
+            self.physics.step()
+
     def sample_goal(self, goal_steps: int) -> np.ndarray:
-        """Joint angles reached from the current state after ``goal_steps`` random actions (the state
-        is restored)."""
+        """Joint angles reached from the current state after ``goal_steps * action_repeat`` physics
+        steps of random torques, redrawn at every physics step (the state is restored)."""
         saved = self.get_state()
-        for _ in range(goal_steps):
-            for _ in range(self.action_repeat):
-                self.physics.set_control(self.rng.uniform(-1, 1, 2))
-                self.physics.step()
+        for _ in range(goal_steps * self.action_repeat):
+            self.physics.set_control(self.rng.uniform(-1, 1, 2))
+            self.physics.step()
         goal = self.qpos()
         self.set_state(saved)
         return goal
+
+    def oracle_cost(self, goal: np.ndarray):
+        """The CEM cost of action sequences (P, H, 2) under the true simulator, from the current
+        state: each sequence's smallest squared joint-angle error to ``goal`` over its H actions.
+        The state is restored."""
+        import torch
+
+        start = self.get_state()
+
+        def cost(actions: "torch.Tensor") -> "torch.Tensor":
+            out = []
+            for seq in actions.numpy():
+                self.set_state(start)
+                best = np.inf
+                for a in seq:
+                    self.simulate(a)
+                    best = min(best, float((angle_distance(self.qpos(), goal) ** 2).sum()))
+                out.append(best)
+            self.set_state(start)
+            return torch.tensor(out)
+
+        return cost
 
 
 def collect_episode(env: Reacher, steps: int) -> dict[str, np.ndarray]:

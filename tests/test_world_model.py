@@ -34,15 +34,14 @@ def test_zero_initialised_action_map_ignores_the_action_at_init():
     # Catches: an action path that bypasses the zero-initialised maps (e.g. actions added to the state),
     # which would make the untrained model's predictions depend on the action.
     torch.manual_seed(0)
-    for kind in ("metriplector",):
-        model = WorldModel(latent=8, widths=(8, 8, 8), dynamics=kind, layers=2, fields=4).double()
-        z = torch.randn(4, 8, 8, 8, dtype=torch.float64)
-        u1, u2 = torch.rand(4, 2, dtype=torch.float64) * 2 - 1, torch.rand(4, 2, dtype=torch.float64) * 2 - 1
-        assert torch.equal(model.step(z, u1), model.step(z, u2))
-        # and the map is live: after a nonzero update, the action changes the prediction
-        with torch.no_grad():
-            model.layers[0].action_map.weight.normal_(0, 0.1)
-        assert not torch.allclose(model.step(z, u1), model.step(z, u2))
+    model = WorldModel(latent=8, widths=(8, 8, 8), layers=2, fields=4).double()
+    z = torch.randn(4, 8, 8, 8, dtype=torch.float64)
+    u1, u2 = torch.rand(4, 2, dtype=torch.float64) * 2 - 1, torch.rand(4, 2, dtype=torch.float64) * 2 - 1
+    assert torch.equal(model.step(z, u1), model.step(z, u2))
+    # and the map is live: after a nonzero update, the action changes the prediction
+    with torch.no_grad():
+        model.layers[0].action_map.weight.normal_(0, 0.1)
+    assert not torch.allclose(model.step(z, u1), model.step(z, u2))
 
 
 def test_dissipation_bounds_and_50_step_rollouts_stay_finite_and_bounded():

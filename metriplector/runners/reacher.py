@@ -11,8 +11,8 @@ optional extra: ``pip install 'sp-dynamics[control]'`` (see ``metriplector.reach
 headless GL back ends).
 
 Task (``metriplector.reacher_env``): goal reaching on dm_control reacher-easy with action repeat 5.
-The goal is the joint configuration reached after ``goal_steps`` random actions from the reset
-state, shown to the planner as a rendered frame; success when both joint angles come within 0.05
+The goal is the joint configuration reached from the reset state after ``goal_steps`` x 5 physics
+steps of random torques (redrawn every physics step), shown to the planner as a rendered frame; success when both joint angles come within 0.05
 rad of it after some action within ``budget`` actions. The return of an episode is minus the sum
 over its actions of the largest joint-angle error after that action (higher is better).
 
@@ -26,6 +26,7 @@ Random actions are the floor.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -97,7 +98,7 @@ PRESETS = {
     "smoke": ReacherConfig(episodes=3, episode_steps=8, latent=8, widths=(8, 8, 8), layers=1, fields=4, steps=3,
                            batch=2, sequence=4, warmup_ar=1, eval_every=2, eval_episodes=1, budget=2, goal_steps=2,
                            horizon=2, population=8, elites=2, iterations=1),
-    # the CPU preset: collection + both models in parallel (--jobs 2) + the evaluation in ~35 min on 2 cores
+    # the CPU preset: collection (128 s) + both models in parallel (--jobs 2) + the evaluation: 19 min on 2 cores
     "cpu": ReacherConfig(),
     # the paper's scale (10K random episodes, 913K parameters, 300 candidates x 30 iterations), for a GPU
     "paper": ReacherConfig(episodes=10000, latent=64, widths=(64, 128, 192), layers=4, fields=16, steps=50000,
@@ -120,6 +121,10 @@ def build(kind: str, kwargs: dict) -> WorldModel:
 def data_dir(out: Path, cfg: ReacherConfig) -> Path:
     key = config_hash({k: getattr(cfg, k) for k in ("episodes", "episode_steps", "action_repeat", "data_seed")})
     return out / "reacher_data" / key
+
+
+def run_folder(out: Path, preset: str, cfg: ReacherConfig) -> Path:
+    return out / "runs" / f"reacher-{preset}-{config_hash(config_dict(cfg))}"
 
 
 def load_data(folder: Path, cfg: ReacherConfig) -> dict[str, torch.Tensor]:
@@ -207,26 +212,6 @@ def load_checkpoint(path: str | Path) -> tuple[WorldModel, dict]:
 
 # ------------------------------------------------------------------------------------ evaluation
 
-def _oracle_cost(env: Reacher, goal: np.ndarray):
-    start = env.get_state()
-
-    def cost(actions: torch.Tensor) -> torch.Tensor:
-        out = []
-        for seq in actions.numpy():
-            env.set_state(start)
-            best = np.inf
-            for a in seq:
-                for _ in range(env.action_repeat):
-                    env.physics.set_control(a)
-                    env.physics.step()
-                best = min(best, float((angle_distance(env.qpos(), goal) ** 2).sum()))
-            out.append(best)
-        env.set_state(start)
-        return torch.tensor(out)
-
-    return cost
-
-
 def _image(frame: np.ndarray) -> torch.Tensor:
     return to_images(torch.from_numpy(frame.copy()))[None]
 
@@ -244,7 +229,7 @@ def run_episode(cfg: ReacherConfig, policy: str, seed: int, model: WorldModel | 
             a = env.rng.uniform(-1, 1, 2)
         else:
             with torch.no_grad():
-                cost = (_oracle_cost(env, goal) if policy == "oracle"
+                cost = (env.oracle_cost(goal) if policy == "oracle"
                         else latent_cost(model, model.encode(_image(frame)), z_goal))
                 plan = cem_plan(cost, cfg.horizon, 2, cfg.population, cfg.elites, cfg.iterations, g,
                                 mean=None if plan is None else torch.cat([plan[1:], plan[-1:]]))
@@ -297,7 +282,7 @@ def cmd_train(args) -> None:
     out = default_out(args.out, args.default_results)
     start = time.time()
     folder = cmd_collect(args)
-    run_dir = out / "runs" / f"reacher-{args.preset}-{config_hash(config_dict(cfg))}"
+    run_dir = run_folder(out, args.preset, cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     calls = {(k, s): (cfg, k, s, str(run_dir), str(folder), args.device) for s in args.seeds for k in kinds}
     done = run_jobs(train_one, calls, args.jobs)
@@ -324,7 +309,8 @@ def table(cfg: ReacherConfig, preset: str, rows: list[dict], refs: dict, command
              f"- data: {cfg.episodes} random-policy episodes of {cfg.episode_steps} actions (action repeat "
              f"{cfg.action_repeat}); training {cfg.steps} steps of {cfg.batch} windows of {cfg.sequence} actions, "
              f"autoregressive after step {cfg.warmup_ar}",
-             f"- evaluation: {cfg.eval_episodes} fresh episodes, goal {cfg.goal_steps} random actions away, budget "
+             f"- evaluation: {cfg.eval_episodes} fresh episodes, goal {cfg.goal_steps * cfg.action_repeat} physics steps of "
+             f"random torques away, budget "
              f"{cfg.budget} actions, success = both joints within 0.05 rad; CEM {cfg.population} candidates, "
              f"{cfg.elites} elites, {cfg.iterations} iterations, horizon {cfg.horizon}", "",
              "| planner's model | params (dynamics) | seed | success | mean return | train time (s) | eval time (s) |",
@@ -388,7 +374,7 @@ def figures(cfg: ReacherConfig, rows: list[dict], run_dir: Path, folder: Path, o
 def cmd_figure(args) -> None:
     cfg = _config(args)
     out = default_out(args.out, args.default_results)
-    run_dir = out / "runs" / f"reacher-{args.preset}-{config_hash(config_dict(cfg))}"
+    run_dir = run_folder(out, args.preset, cfg)
     payload = out / f"reacher_{args.preset}.json"
     if not payload.is_file():
         raise UsageError(f"no results at {payload}: run 'train --preset {args.preset}' first")
@@ -404,7 +390,7 @@ def cmd_eval(args) -> None:
     model = None
     if args.policy == "model":
         model, blob = load_checkpoint(args.checkpoint)
-        cfg = apply_overrides(cfg, [f"action_repeat={blob['action_repeat']}"])
+        cfg = dataclasses.replace(cfg, action_repeat=blob["action_repeat"])
     line = {"policy": args.policy, **evaluate(cfg, args.policy, args.seed, args.episodes, model)}
     if model is not None:
         line.update(model=blob["kind"], checkpoint=str(args.checkpoint))
