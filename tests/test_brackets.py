@@ -37,6 +37,12 @@ def _bracket(kind: str, n: int, state_dependent: bool = False):
             with torch.no_grad():
                 b.g[-1].weight.normal_(0.0, 0.3)
         return b
+    if kind == "mixed_power":  # power-law friction fed grad E: perturbed so that both its parts act
+        b = MixedBracket(n, friction_input="gradient", friction_law="power").double()
+        with torch.no_grad():
+            b.g[-1].weight.normal_(0.0, 0.3)
+            b.power.weight.normal_(0.0, 0.5)
+        return b
     if kind == "soft":
         return SoftBracket(n, state_dependent=state_dependent).double()
     if kind == "known":
@@ -52,6 +58,7 @@ CONSTRUCTIONS = [
     ("basis", False),
     ("mixed", False),
     ("mixed", True),
+    ("mixed_power", True),
     ("soft", False),
     ("soft", True),
     ("known", False),
@@ -155,7 +162,7 @@ def test_row_and_column_vector_forms_agree(kind, statedep):
     assert torch.allclose(row, br.field(x, dE, dS), atol=1e-12)
 
 
-@pytest.mark.parametrize("kind", ["projection", "mixed", "known"])
+@pytest.mark.parametrize("kind", ["projection", "mixed", "mixed_power", "known"])
 def test_vanishing_gradient_is_finite(kind):
     # Behaviour at grad S -> 0 and grad E -> 0: the eps guard keeps everything finite and the
     # projector tends to the identity (no NaN from 0/0).
@@ -215,6 +222,26 @@ def test_learned_spd_is_definite_with_eps_and_skew_state_dependent():
         skew.matrix(None)
     with pytest.raises(ValueError, match="eps"):
         LearnedSPD(2, eps=-1.0)
+
+
+def test_power_law_friction_starts_constant_and_checks_its_arguments():
+    # Catches: a power-law friction that does not start from the constant bracket (its exponents
+    # and MLP head must be zero at initialisation and after a restart's re-initialisation), and
+    # bad friction settings accepted silently.
+    torch.manual_seed(0)
+    b = MixedBracket(4, friction_input="gradient", friction_law="power").double()
+    c = MixedBracket(4, state_dependent=False).double()
+    c.load_state_dict({k: v for k, v in b.state_dict().items() if k in c.state_dict()})
+    x, dE, dS = _inputs(4)
+    assert torch.equal(b.field(x, dE, dS), c.field(x, dE, dS))
+    with torch.no_grad():
+        b.power.weight.fill_(1.0)
+    b.reset_parameters()
+    assert torch.count_nonzero(b.power.weight) == 0
+    with pytest.raises(ValueError, match="friction_law"):
+        MixedBracket(4, friction_law="exp")
+    with pytest.raises(ValueError, match="friction_floor"):
+        MixedBracket(4, friction_law="power", friction_floor=0.0)
 
 
 def test_make_bracket_unknown_name():

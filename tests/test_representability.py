@@ -105,6 +105,25 @@ def test_mixed_bracket_holds_the_true_gas_field_with_its_friction_law():
     assert _rel(model(0.0, x), system.f(mu, x)) <= 1e-8
 
 
+def test_power_law_friction_holds_the_gas_field_with_constant_parameters():
+    # Catches: the power-law friction path (log D = P phi + MLP(phi), phi = log|grad E|) losing
+    # the gas containers, whose friction gamma / (T1 T2)^2 is one power law of the forces T_i =
+    # dE/dS_i: exponents (0, 0, -2, -2), the MLP a constant log gamma.
+    system, x = _states("gas_containers")
+    mu = torch.tensor([7.3], dtype=F64)
+    br = MixedBracket(4, friction_input="gradient", friction_law="power", friction_floor=1e-12).double()
+    _set_canonical_L(br)
+    with torch.no_grad():
+        br.xi.zero_()
+        br.xi[0, 3, 2] = 1.0               # rows (0, 0, T2, -T1), as in the test above
+        br.C.zero_()
+        br.C[0, 0] = 1.0
+        br.power.weight[0] = torch.tensor([0.0, 0.0, -2.0, -2.0], dtype=F64)
+        br.g[-1].bias[0] = math.log(mu[0])
+    model = _known_model(system, mu, br)
+    assert _rel(model(0.0, x), system.f(mu, x)) <= 1e-8
+
+
 def _best_constant_projection_residual(name: str, mu) -> float:
     """Relative residual of the least-squares best constant (A skew, N symmetric) projection
     field P_S A P_S dE + P_E N P_E dS with the true E, S (N >= 0 dropped: a lower bound)."""

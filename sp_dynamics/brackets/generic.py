@@ -176,6 +176,14 @@ class MixedBracket(GenericBracket):
         friction_input: what ``g`` sees: ``"state"`` (x, the default) or ``"gradient"`` (grad E,
             the thermodynamic forces: the gas containers' friction is a function of the
             temperatures T_i = dE/dS_i alone). Either way ``M grad E = 0`` holds exactly.
+        friction_law: ``"mlp"`` (default): ``g`` is an MLP of the friction input. ``"power"``:
+            ``g`` sees the log-magnitudes ``phi = log(f^2 + floor^2) / 2`` of the friction input
+            f, and a zero-initialised linear term is added, ``log D = P phi + MLP(phi)``: a
+            power law ``prod_i |f_i|^P_li`` (the gas containers' ``gamma / (T_1 T_2)^2`` is one,
+            exactly) with a learned correction. Why: over one gas instance's data that friction
+            spans a factor of about e^9, which a tanh MLP of raw forces learns poorly
+            (``experiments/PROTOCOL.md``, "Gas containers: which part does not learn").
+        friction_floor: the ``floor`` of ``"power"`` (keeps ``phi`` finite where a force is 0).
         eps: guard of the projection (default :func:`guard_eps` of the dtype).
     """
 
@@ -183,7 +191,7 @@ class MixedBracket(GenericBracket):
 
     def __init__(self, dim: int, n_basis: int | None = None, state_dependent: bool = True,
                  state_dependent_L: bool = False, hidden: int = 32, friction=None, eps: float | None = None,
-                 friction_input: str = "state"):
+                 friction_input: str = "state", friction_law: str = "mlp", friction_floor: float = 1e-3):
         super().__init__()
         self.dim = dim
         k = n_basis or dim
@@ -193,11 +201,18 @@ class MixedBracket(GenericBracket):
         self.C = nn.Parameter(torch.randn(k, k) / math.sqrt(k))
         if friction_input not in ("state", "gradient"):
             raise ValueError(f"friction_input must be 'state' or 'gradient', got {friction_input!r}")
+        if friction_law not in ("mlp", "power"):
+            raise ValueError(f"friction_law must be 'mlp' or 'power', got {friction_law!r}")
+        if not friction_floor > 0:
+            raise ValueError(f"friction_floor must be positive, got {friction_floor}")
         self.friction, self.friction_input = friction, friction_input
-        self.g = None
+        self.friction_law, self.friction_floor = friction_law, friction_floor
+        self.g = self.power = None
         if state_dependent and friction is None:
             self.g = nn.Sequential(nn.Linear(dim, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(),
                                    nn.Linear(hidden, k))
+            if friction_law == "power":
+                self.power = nn.Linear(dim, k, bias=False)  # exponents P of the power law
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -208,6 +223,8 @@ class MixedBracket(GenericBracket):
             if self.g is not None:
                 nn.init.zeros_(self.g[-1].weight)
                 nn.init.zeros_(self.g[-1].bias)
+            if self.power is not None:
+                nn.init.zeros_(self.power.weight)
 
     def _rows(self, dE: Tensor) -> Tensor:
         return BasisBracket._rows(self.xi, dE)  # (..., k, n), rows Xi_k dE up to sign
@@ -217,7 +234,11 @@ class MixedBracket(GenericBracket):
             return self.friction(x)
         if self.g is None:
             return None
-        return self.g(dE if self.friction_input == "gradient" else x)
+        f = dE if self.friction_input == "gradient" else x
+        if self.power is None:
+            return self.g(f)
+        phi = 0.5 * torch.log(f.pow(2) + self.friction_floor ** 2)
+        return self.power(phi) + self.g(phi)
 
     def terms(self, x, dE, dS):
         eps = self.eps
