@@ -14,7 +14,7 @@ from torch import Tensor
 
 from .integrators import FIXED_STEP_METHODS, discrete_gradient, integrate
 
-__all__ = ["derivative_loss", "trajectory_loss", "entropy_orientation", "WEIGHTINGS", "RESIDUAL_METHODS",
+__all__ = ["derivative_loss", "trajectory_loss", "entropy_orientation", "energy_consistency", "WEIGHTINGS", "RESIDUAL_METHODS",
            "TRAJECTORY_METHODS"]
 
 WEIGHTINGS = ("global", "coordinate")
@@ -51,12 +51,29 @@ def entropy_orientation(rates: Tensor) -> Tensor:
     return torch.relu(-rates).pow(2).mean() / (rates.pow(2).mean() + torch.finfo(rates.dtype).tiny)
 
 
-def _generic_derivative_loss(model, x: Tensor, dx: Tensor, w: Tensor, lam: float) -> Tensor:
-    """Derivative matching plus ``lam`` times :func:`entropy_orientation`, sharing one gradient
-    evaluation of E and S."""
+def energy_consistency(dE: Tensor, dx: Tensor) -> Tensor:
+    """``mean (grad E . dx)^2 / mean sum_i (dE_i dx_i)^2`` over states (N, n): how far the
+    observed velocities dx are from the energy's level sets, relative to the size of the terms
+    that must cancel; 0 when E is conserved along the data, independent of E's scale.
+
+    Why: a GENERIC model conserves its own E exactly, so for a model that fits the data the term
+    is zero; but it gives the energy network a direct, linear signal. The thermal part of a
+    learned E (the temperatures dE/dS_i) otherwise reaches the loss only through the small
+    entropy rates, via the bracket's rows and friction (``experiments/PROTOCOL.md``, "Gas
+    containers")."""
+    terms = dE * dx
+    return terms.sum(-1).pow(2).mean() / (terms.pow(2).sum(-1).mean() + torch.finfo(dE.dtype).tiny)
+
+
+def _generic_derivative_loss(model, x: Tensor, dx: Tensor, w: Tensor, lam: float, lam_energy: float = 0.0) -> Tensor:
+    """Derivative matching plus ``lam`` times :func:`entropy_orientation` and ``lam_energy``
+    times :func:`energy_consistency`, sharing one gradient evaluation of E and S."""
     dE, dS = model.gradients(x)
     f = model.field_from_gradients(x, dE, dS)
-    return ((f - dx).pow(2).mean(0) * w).sum() + lam * entropy_orientation((dS * dx).sum(-1))
+    loss = ((f - dx).pow(2).mean(0) * w).sum() + lam * entropy_orientation((dS * dx).sum(-1))
+    if lam_energy:
+        loss = loss + lam_energy * energy_consistency(dE, dx)
+    return loss
 
 
 def _uniform_step(t: Tensor) -> float:

@@ -119,13 +119,22 @@ class ScalarFunction(nn.Module):
         return y
 
 
+def _under_func_transform() -> bool:
+    peek = getattr(torch._C._functorch, "peek_interpreter_stack", None)
+    return peek is not None and peek() is not None
+
+
 def gradient(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
     """``grad fn(x)`` for a scalar function over a batch, shape (..., n).
 
     The result stays differentiable (w.r.t. x and parameters) whenever grad mode is on at the
     call, so it can be used in training losses and differentiated again; under ``no_grad`` it
-    is computed and detached.
+    is computed and detached. Inside a ``torch.func`` transform it uses ``torch.func.grad``, so
+    the models compose with ``vmap`` / ``jacrev`` (the per-sample Jacobians of
+    :func:`sp_dynamics.fit`'s Levenberg-Marquardt phase).
     """
+    if _under_func_transform():  # inside torch.func (vmap / jacrev): autograd.grad is not allowed there
+        return torch.func.grad(lambda y: fn(y).sum())(x)
     create_graph = torch.is_grad_enabled()
     with torch.enable_grad():
         xg = x if x.requires_grad else x.detach().requires_grad_(True)
