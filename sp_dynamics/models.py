@@ -19,6 +19,7 @@ import math
 
 from typing import Callable
 
+import torch
 from torch import Tensor, nn
 
 from ._checks import check_shape
@@ -27,7 +28,8 @@ from .modulation import ModulatedMLP
 from .nn import MLP, ScalarFunction, Scaled, Standardize, gradient
 from .serialization import serializable
 
-__all__ = ["HamiltonianNN", "PortHamiltonianNN", "GENERICNet", "LatentHamiltonianNN", "LatentGENERICNet"]
+__all__ = ["HamiltonianNN", "PortHamiltonianNN", "GENERICNet", "KineticPotential", "LatentHamiltonianNN",
+           "LatentGENERICNet"]
 
 ScalarFn = Callable[[Tensor], Tensor]
 
@@ -36,6 +38,33 @@ def _scalar(fn: ScalarFn | nn.Module | None, in_dim: int, hidden: int, depth: in
     if fn is None:  # a learned MLP sees standardised inputs (identity until standardize_inputs)
         return ScalarFunction(MLP(in_dim, 1, hidden, depth, act), standardize=in_dim)
     return ScalarFunction(fn)
+
+
+class KineticPotential(nn.Module):
+    """A learned energy that splits as ``E(x) = K(p) + U(q, s)`` for states ``x = (q, p, s)``
+    with ``d`` positions q, ``d`` momenta p and any further coordinates s (e.g. entropies).
+
+    Both parts are MLPs of standardised inputs (one :class:`~sp_dynamics.nn.Standardize` over
+    the whole state, set by :func:`sp_dynamics.nn.standardize_inputs`). Why: the kinetic energy
+    of a mechanical system does not depend on where it is, and a network that knows this
+    extrapolates the force ``-dU/dq`` to momenta the data never reached (``experiments/PROTOCOL.md``,
+    "Gas containers"). (..., n) -> (...).
+    """
+
+    def __init__(self, dim: int, d: int, hidden: int = 64, depth: int = 3, act: str = "tanh"):
+        super().__init__()
+        if not 1 <= d <= dim // 2:
+            raise ValueError(f"a separable energy needs 1 <= d <= {dim // 2} (q, p) pairs in a state of dimension {dim}, got {d}")
+        self.d = d
+        self.standardize = Standardize(dim)
+        self.kinetic = MLP(d, 1, hidden, depth, act)
+        self.potential = MLP(dim - d, 1, hidden, depth, act)
+
+    def forward(self, x: Tensor) -> Tensor:
+        d = self.d
+        y = self.standardize(x)
+        rest = torch.cat([y[..., :d], y[..., 2 * d:]], -1)
+        return (self.kinetic(y[..., d:2 * d]) + self.potential(rest)).squeeze(-1)
 
 
 @serializable
@@ -152,6 +181,8 @@ class GENERICNet(nn.Module):
         bracket: ``"mixed"``, ``"projection"``, ``"basis"``, ``"soft"`` or a :class:`GenericBracket`.
         energy, entropy: known or custom scalar functions instead of MLPs.
         hidden, depth, act: the energy and entropy MLPs.
+        separable: d > 0 makes the learned energy :class:`KineticPotential`, ``K(p) + U(q, s)``
+            for states ``(q, p, s)`` with d positions and d momenta first (0: one MLP).
         **bracket_kwargs: passed to the bracket when built by name (e.g. ``rank=2``).
 
     Example::
@@ -170,6 +201,7 @@ class GENERICNet(nn.Module):
         hidden: int = 64,
         depth: int = 3,
         act: str = "tanh",
+        separable: int = 0,
         **bracket_kwargs,
     ):
         super().__init__()
@@ -177,7 +209,12 @@ class GENERICNet(nn.Module):
         self.bracket = make_bracket(bracket, dim, **bracket_kwargs) if isinstance(bracket, str) else bracket
         if self.bracket.dim != dim:
             raise ValueError(f"bracket dimension {self.bracket.dim} does not match state dimension {dim}")
-        self.energy_net = _scalar(energy, dim, hidden, depth, act)
+        if separable and energy is not None:
+            raise ValueError("pass either energy=... or separable=d, not both")
+        if separable:
+            self.energy_net = ScalarFunction(KineticPotential(dim, int(separable), hidden, depth, act))
+        else:
+            self.energy_net = _scalar(energy, dim, hidden, depth, act)
         self.entropy_net = _scalar(entropy, dim, hidden, depth, act)
 
     def energy(self, x: Tensor) -> Tensor:
