@@ -114,3 +114,26 @@ def test_bad_input():
         HamiltonianNN(2, act="relu6")
     with pytest.raises(ValueError, match="either"):
         HamiltonianNN(2, separable=True, energy=lambda x: x.sum(-1))
+
+
+def test_separable_generic_energy_has_no_position_momentum_coupling(tmp_path):
+    # Catches: a KineticPotential energy that mixes p into the potential (or q into the kinetic
+    # part): its mixed second derivatives d2E/dq dp and d2E/dp ds must vanish for every weight, so
+    # the force -dE/dq does not change with the momentum. Also: the structure stays exact and the
+    # model saves and loads.
+    import sp_dynamics as sp
+
+    torch.manual_seed(0)
+    model = GENERICNet(4, separable=1).double()
+    x = torch.randn(6, 4, dtype=torch.float64)
+    H = torch.func.vmap(torch.func.hessian(lambda y: model.energy(y)))(x)
+    assert H[:, 0, 1].abs().max() < 1e-14 and H[:, 1, 2:].abs().max() < 1e-14
+    assert H[:, 0, 2:].abs().max() > 1e-6  # U(q, s) does couple q and the entropies
+    r_l, r_m = model.residuals(x)
+    assert r_l.abs().max() < 1e-10 and r_m.abs().max() < 1e-10
+    with pytest.raises(ValueError, match="separable"):
+        GENERICNet(4, separable=1, energy=lambda y: y.sum(-1))
+    with pytest.raises(ValueError, match="1 <= d"):
+        GENERICNet(3, separable=2)
+    sp.save(model, tmp_path / "m.pt")
+    assert torch.equal(sp.load(tmp_path / "m.pt")(0.0, x), model(0.0, x))
