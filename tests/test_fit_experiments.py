@@ -13,6 +13,27 @@ def test_fit_generic_smoke_writes_a_table(tmp_path):
     assert "eps_field (data region)" in text and "python -m experiments.fit_generic" in text
 
 
+def test_fit_generic_smoke_with_the_gas_settings(tmp_path):
+    # Catches: the gas settings of the fit-instances runner (power-law friction, separable
+    # energy, energy-consistency term, Levenberg-Marquardt phase) not reaching the model, the
+    # trainer or the results file.
+    out = fit_generic.main(["--preset", "smoke", "--system", "gas_containers", "--bracket", "mixed_power",
+                            "--energy", "separable", "--set", "fit.lm_iter=2", "--set", "fit.energy_penalty=10",
+                            "--tag", "t", "--instances", "4", "--out", str(tmp_path)])
+    (row,) = out["rows"]
+    assert row["lm_iterations"] >= 1 and row["max_abs_dEdt"] < 1e-10
+    text = (tmp_path / "fit_gas_containers_mixed_power_separable_t_smoke.md").read_text()
+    assert "friction_law='power', separable=1" in text and "lm_iter=2" in text and "energy_penalty=10" in text
+
+
+def test_gas_decomposition_writes_its_table(tmp_path):
+    from experiments import gas_decomposition
+
+    text = gas_decomposition.main(["--instances", "70", "--evals", "5", "--given", "E, S", "nothing",
+                                   "--out", str(tmp_path / "d.md")])
+    assert text.count("| 70 |") == 4 and (tmp_path / "d.md").exists()
+
+
 def test_fit_trajectories_smoke_covers_every_method(tmp_path):
     out = fit_trajectories.main(["--preset", "smoke", "--system", "pendulum", "--out", str(tmp_path)])
     assert {(r["method"], r["noise"]) for r in out["rows"]} == {

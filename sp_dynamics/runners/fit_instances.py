@@ -34,7 +34,7 @@ from ..models import GENERICNet, HamiltonianNN
 from ..registry import get_system
 from .common import Parser, UsageError, cell, generic_model_kwargs, command_line, default_out, machine_line, run_jobs, set_threads, write_results
 
-BRACKETS = ("mixed", "projection", "projection_sd", "basis")
+BRACKETS = ("mixed", "mixed_power", "projection", "projection_sd", "basis")
 
 
 @dataclass(frozen=True)
@@ -52,29 +52,42 @@ PRESETS = {
 }
 
 
-def build_model(system, bracket: str) -> torch.nn.Module:
+def build_model(system, bracket: str, energy: str = "mlp") -> torch.nn.Module:
+    """The runner's model: ``energy="separable"`` splits the learned energy as K(p) + U(q, s)."""
+    separable = system.n_dof if energy == "separable" else 0
     if not system.is_generic:
-        return HamiltonianNN(system.dim).double()
+        return HamiltonianNN(system.dim, separable=bool(separable)).double()
     if bracket == "projection_sd":
         from sp_dynamics.brackets import ProjectionBracket
 
-        return GENERICNet(system.dim, bracket=ProjectionBracket(system.dim, state_dependent=True)).double()
-    kwargs = generic_model_kwargs(system.name) if bracket == "mixed" else {}
-    return GENERICNet(system.dim, bracket=bracket, **kwargs).double()
+        return GENERICNet(system.dim, bracket=ProjectionBracket(system.dim, state_dependent=True),
+                          separable=separable).double()
+    return GENERICNet(system.dim, bracket=bracket.removesuffix("_power"), separable=separable,
+                      **_bracket_kwargs(system, bracket)).double()
 
 
-def fit_one(system_name: str, bracket: str, cfg: FitBenchConfig, instance: int, seed: int, threads: int = 0) -> dict:
+def _bracket_kwargs(system, bracket: str) -> dict:
+    """The mixed bracket's keyword arguments: the runners' per-system choice (``GENERIC_MODEL``),
+    and for ``mixed_power`` the power-law friction (``MixedBracket(friction_law="power")``)."""
+    if not bracket.startswith("mixed"):
+        return {}
+    return generic_model_kwargs(system.name) | ({"friction_law": "power"} if bracket == "mixed_power" else {})
+
+
+def fit_one(system_name: str, bracket: str, cfg: FitBenchConfig, instance: int, seed: int, energy: str = "mlp",
+            threads: int = 0) -> dict:
     """Fit one instance with one seed and evaluate it (a top-level function for worker processes)."""
     set_threads(threads or 1)  # small problems: one thread per fit is fastest
     system = get_system(system_name)
     data = make_family_dataset(system_name, seed=0, **cfg.dataset)
     x, dx = data.pairs(instance)
     torch.manual_seed(seed)
-    model = build_model(system, bracket)
+    model = build_model(system, bracket, energy)
     result = fit(model, x, dx, config=dataclasses.replace(cfg.fit, seed=seed), progress=False)
     true = system.dynamics(data.params[instance])
     grid = system.field_grid(50)
     out = {"instance": instance, "seed": seed, "loss": result.final_loss, "evaluations": result.evaluations,
+           "lm_iterations": result.lm_iterations,
            "stopped": result.stopped, "chosen_restart": result.chosen, "restart_losses": result.restart_losses,
            "fit_s": result.seconds, "eps_field": eps_field(model, true, grid),
            "eps_field_data": eps_field(model, true, data_region(system, data, grid, instance))}
@@ -90,18 +103,20 @@ def fit_one(system_name: str, bracket: str, cfg: FitBenchConfig, instance: int, 
     return out
 
 
-def report(system, bracket: str, cfg: FitBenchConfig, preset: str, rows: list[dict], wall: float, command: str) -> str:
+def report(system, bracket: str, cfg: FitBenchConfig, preset: str, rows: list[dict], wall: float, command: str,
+           energy: str = "mlp") -> str:
     generic = system.is_generic
+    separable = f", separable={system.n_dof}" if energy == "separable" else ""
     lines = [
         f"# Single-instance fits with `sp_dynamics.fit`: {system.name}" + (f" ({bracket} bracket)" if generic else ""),
         "",
         command,
         machine_line(wall),
         f"- preset `{preset}`; seeds {list(cfg.seeds)}; model: "
-        + (f"`GENERICNet({system.dim}, bracket={bracket!r}"
-           + "".join(f", {k}={v!r}" for k, v in (generic_model_kwargs(system.name) if bracket == "mixed" else {}).items())
-           + ")`" if generic else f"`HamiltonianNN({system.dim})`")
-        + f" (3 x 64 tanh E and S networks), float64; trainer settings `{cfg.fit}`",
+        + (f"`GENERICNet({system.dim}, bracket={bracket.removesuffix('_power')!r}"
+           + "".join(f", {k}={v!r}" for k, v in _bracket_kwargs(system, bracket).items()) + separable
+           + ")`" if generic else f"`HamiltonianNN({system.dim}{', separable=True' if separable else ''})`")
+        + f" (3 x 64 tanh networks), float64; trainer settings `{cfg.fit}`",
         "- data: all 10 trajectories x 101 states of the instance with exact derivatives (protocol v1, seed 0)",
         "- eps_field (data region): the protocol grid's points within two grid spacings of the instance's "
         "trajectories in (q, p), each carrying the entropies of its nearest trajectory state",
@@ -141,8 +156,11 @@ def main(argv=None, *, default_results=None, prog: str = "sp-dynamics fit-instan
     parser.add_argument("--system", default="dno")
     parser.add_argument("--preset", default="full", choices=sorted(PRESETS))
     parser.add_argument("--bracket", default="mixed", choices=BRACKETS)
+    parser.add_argument("--energy", default="mlp", choices=("mlp", "separable"),
+                        help="the learned energy: one MLP, or K(p) + U(q, s) (KineticPotential)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
     parser.add_argument("--instances", type=int, nargs="+", default=None)
+    parser.add_argument("--tag", default="", help="suffix of the result file names")
     parser.add_run_options(jobs=True)
     args = parser.parse_args(argv)
     system = get_system(args.system)
@@ -155,7 +173,7 @@ def main(argv=None, *, default_results=None, prog: str = "sp-dynamics fit-instan
     if bad:
         raise UsageError(f"instances {bad} are outside [0, {data.x.shape[0]})")
     start = time.time()
-    calls = {(i, s): (system.name, args.bracket, cfg, i, s) for i in instances for s in cfg.seeds}
+    calls = {(i, s): (system.name, args.bracket, cfg, i, s, args.energy) for i in instances for s in cfg.seeds}
 
     def progress(key, row):
         print(f"instance {key[0]} seed {key[1]}: eps_traj {row['eps_traj']:.2e}, eps_field (data region) "
@@ -163,9 +181,10 @@ def main(argv=None, *, default_results=None, prog: str = "sp-dynamics fit-instan
 
     rows = list(run_jobs(fit_one, calls, jobs=args.jobs, report=progress).values())
     wall = time.time() - start
-    text = report(system, args.bracket, cfg, args.preset, rows, wall, command_line(prog, argv))
+    text = report(system, args.bracket, cfg, args.preset, rows, wall, command_line(prog, argv), args.energy)
     out = default_out(args.out, default_results)
     stem = f"fit_{system.name}" + (f"_{args.bracket}" if system.is_generic and args.bracket != "mixed" else "") \
+        + ("_separable" if args.energy == "separable" else "") + (f"_{args.tag}" if args.tag else "") \
         + ("" if args.preset == "full" else f"_{args.preset}")
     write_results(out, stem, text, {"rows": rows, "wall_time_s": wall}, {"args": vars(args), "config": cfg})
     print(text)
