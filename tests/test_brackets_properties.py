@@ -23,9 +23,11 @@ def gradients(draw):
     scale_s = draw(st.sampled_from([1e-4, 1.0, 1e3]))
     dE = torch.tensor(draw(vec), dtype=torch.float64) * scale_e
     dS = torch.tensor(draw(vec), dtype=torch.float64) * scale_s
-    # Domain of the exactness claim: gradient norms >= 1e-10 (the eps guard's regime, see
-    # brackets.py); vanishing gradients are covered by test_vanishing_gradient_is_finite.
-    assume(float(dE.norm()) >= 1e-10 and float(dS.norm()) >= 1e-10)
+    # Domain of the exactness claim: gradient norms >= 1e-9. The projection's relative residual
+    # is about eps / |grad|^2 with the float64 guard eps = 1e-30, i.e. 1e-12 at 1e-9 but 1e-10 at
+    # 1e-10, which is the bound below itself (hypothesis found dE = (0, 1e-10) failing by a factor
+    # of 2). Vanishing gradients are covered by test_vanishing_gradient_is_finite.
+    assume(float(dE.norm()) >= 1e-9 and float(dS.norm()) >= 1e-9)
     return n, dE, dS
 
 
