@@ -21,7 +21,7 @@ from .data import DatasetConfig, FamilyDataset, load_trajectories, make_family_d
 from .derivatives import estimate_derivatives
 from .fitting import FitConfig, FitResult, fit, trajectory_loss
 from .integrators import ConvergenceError, discrete_gradient, integrate
-from .models import GENERICNet, HamiltonianNN, LatentGENERICNet, LatentHamiltonianNN, PortHamiltonianNN
+from .models import GENERICNet, HamiltonianNN, KineticPotential, LatentGENERICNet, LatentHamiltonianNN, PortHamiltonianNN
 from .modulation import MODULATIONS, ModulatedMLP, orthogonality_penalty
 from .nn import MLP, gradient
 from .registry import get_system, list_systems, register_system, unregister_system
@@ -45,6 +45,7 @@ __all__ = [
     "HamiltonianNN",
     "PortHamiltonianNN",
     "GENERICNet",
+    "KineticPotential",
     "LatentHamiltonianNN",
     "LatentGENERICNet",
     "ModulatedMLP",

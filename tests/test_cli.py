@@ -102,3 +102,21 @@ def test_trajectory_files_in_csv_and_npz_agree(tmp_path):
     np.savez(tmp_path / "nokey.npz", x=d.x.numpy())
     with pytest.raises(ValueError, match=r"lacks the array\(s\) \['t'\]"):
         sp_dynamics.load_trajectories(tmp_path / "nokey.npz")
+
+
+def test_fit_command_builds_the_gas_model_options(tmp_path, capsys):
+    # Catches: the fit command's friction and separable-energy options not reaching the model
+    # (the saved model must carry them) and bad combinations surfacing as tracebacks.
+    d = sp_dynamics.make_family_dataset("gas_containers", seed=0, n_instances=2, n_train=1, n_traj=2, n_points=11)
+    data = sp_dynamics.save_trajectories(tmp_path / "gas.npz", d.t, d.x, d.dx, d.params)
+    out = tmp_path / "fitted"
+    assert main(["fit", "--data", str(data), "--friction", "power_gradient", "--separable", "1", "--set", "max_iter=10",
+                 "--set", "restarts=1", "--set", "lm_iter=1", "--out", str(out)]) == 0
+    assert "eps_traj" in _json_line(capsys)
+    fitted = sp_dynamics.load(out)
+    assert fitted.bracket.friction_law == "power" and fitted.bracket.friction_input == "gradient"
+    assert isinstance(fitted.energy_net.fn, sp_dynamics.KineticPotential)
+    for argv, message in [(["--friction", "power", "--bracket", "basis"], "needs --bracket mixed"),
+                          (["--separable", "3"], "--separable must be in [0, 2]")]:
+        assert main(["fit", "--data", str(data), *argv, "--out", str(out)]) == 2
+        assert message in capsys.readouterr().err
