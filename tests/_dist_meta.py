@@ -58,6 +58,9 @@ def main(argv):
                     "loss": [r["loss"] for r in log], "latent_norm": [r["latent_norm"] for r in log]},
                    os.path.join(args.out, "result.pt"))
     if torch.distributed.is_initialized():
+        # every rank waits for rank 0's save before tearing gloo down: a rank that exited first
+        # once aborted its peer ("terminate called without an active exception") under CPU load
+        torch.distributed.barrier()
         torch.distributed.destroy_process_group()
 
 
