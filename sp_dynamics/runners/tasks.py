@@ -227,7 +227,8 @@ def fit_main(argv: list[str] | None = None) -> None:
                    help="mixed bracket's friction: an MLP of x, a power law of x, or a power law of grad E "
                         "(MixedBracket friction_law / friction_input)")
     p.add_argument("--separable", type=int, default=0, metavar="D",
-                   help="GENERIC energy K(p) + U(q, s) with D (q, p) pairs first in the state (0: one MLP)")
+                   help="energy K(p) + U(q, s) with D (q, p) pairs first in the state (0: one MLP; "
+                        "--model hnn: any D > 0 means H = T(p) + V(q))")
     p.add_argument("--loss", default="derivatives", choices=("derivatives", "implicit_midpoint", "discrete_gradient"),
                    help="derivative matching (given or estimated dx) or a trajectory loss on the states alone")
     p.add_argument("--derivatives", default="smoothing_spline", choices=DERIVATIVE_METHODS)
@@ -241,18 +242,18 @@ def fit_main(argv: list[str] | None = None) -> None:
         raise UsageError(f"--instance must be in [0, {data.x.shape[0]}) for {args.data}")
     cfg = apply_overrides(FitConfig(seed=args.seed), args.overrides)
     torch.manual_seed(args.seed)
+    if not 0 <= args.separable <= data.dim // 2:
+        raise UsageError(f"--separable must be in [0, {data.dim // 2}] for states of dimension {data.dim}")
     if args.model == "hnn":
         if data.dim % 2:
             raise UsageError(f"--model hnn needs an even state dimension (q, p), the file has {data.dim}")
-        model = HamiltonianNN(data.dim).double()
+        model = HamiltonianNN(data.dim, separable=bool(args.separable)).double()
     else:
         kwargs = {}
         if args.friction != "mlp":
             if args.bracket != "mixed":
                 raise UsageError(f"--friction {args.friction} needs --bracket mixed")
             kwargs = dict(friction_law="power", friction_input="gradient" if args.friction == "power_gradient" else "state")
-        if not 0 <= args.separable <= data.dim // 2:
-            raise UsageError(f"--separable must be in [0, {data.dim // 2}] for states of dimension {data.dim}")
         model = GENERICNet(data.dim, bracket=args.bracket, separable=args.separable, **kwargs).double()
     if args.loss == "derivatives":
         result = fit(model, *data.pairs(args.instance), config=cfg)
