@@ -1,6 +1,6 @@
 """Gas containers: which part of a GENERIC network does not learn?
 
-    python -m experiments.gas_decomposition                    # instances 75 and 70, about 6 min on 1 core
+    python -m experiments.gas_decomposition                    # instances 75 and 70, about 8 min on 1 core
     python -m experiments.gas_decomposition --instances 75 --evals 500    # quicker
 
 A single gas-containers instance fitted by ``sp_dynamics.fit`` (derivative matching, all 10
@@ -29,16 +29,13 @@ import systems  # noqa: F401  (registers the built-in systems)
 from sp_dynamics import GENERICNet, get_system, make_family_dataset
 from sp_dynamics.fitting import FitConfig, fit
 from sp_dynamics.io import atomic_write_text
-from sp_dynamics.meta.evaluation import data_region, safe_rollout
-from sp_dynamics.metrics import eps_field, eps_traj
 from sp_dynamics.runners.common import command_line, machine_line
+from sp_dynamics.runners.fit_instances import evaluate_fit
 
 GIVEN = ("E, S", "E", "S", "nothing")
 
 
-def one(instance: int, given: str, law: str, evals: int) -> dict:
-    system = get_system("gas_containers")
-    data = make_family_dataset("gas_containers", seed=0)
+def one(system, data, instance: int, given: str, law: str, evals: int) -> dict:
     x, dx = data.pairs(instance)
     mu = data.params[instance]
     torch.manual_seed(0)
@@ -51,12 +48,8 @@ def one(instance: int, given: str, law: str, evals: int) -> dict:
                  progress=False)
     f = model(0.0, x).detach()
     coord = ((f - dx).pow(2).mean(0) / dx.pow(2).mean(0)).sqrt()
-    pred = safe_rollout(model, data.x[instance, :, 0], data.t)
-    grid = system.field_grid(50)
-    return {"instance": instance, "given": given, "law": law, "loss": result.final_loss,
-            "coord": coord.tolist(), "eps_traj": float(eps_traj(pred, data.x[instance]).mean()),
-            "eps_field_data": eps_field(model, system.dynamics(mu), data_region(system, data, grid, instance)),
-            "seconds": result.seconds}
+    return {"instance": instance, "given": given, "law": law, "loss": result.final_loss, "coord": coord.tolist(),
+            "seconds": result.seconds, **evaluate_fit(model, system, data, instance)}
 
 
 def main(argv=None) -> str:
@@ -68,11 +61,12 @@ def main(argv=None) -> str:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     start = time.time()
+    system, data = get_system("gas_containers"), make_family_dataset("gas_containers", seed=0)
     rows = []
     for i in args.instances:
         for given in args.given:
             for law in ("mlp", "power"):
-                r = one(i, given, law, args.evals)
+                r = one(system, data, i, given, law, args.evals)
                 print(f"instance {i}, {given} given, friction {law}: loss {r['loss']:.2e}, eps_traj {r['eps_traj']:.2e}, "
                       f"{r['seconds']:.0f} s", flush=True)
                 rows.append(r)

@@ -84,12 +84,21 @@ def fit_one(system_name: str, bracket: str, cfg: FitBenchConfig, instance: int, 
     torch.manual_seed(seed)
     model = build_model(system, bracket, energy)
     result = fit(model, x, dx, config=dataclasses.replace(cfg.fit, seed=seed), progress=False)
-    true = system.dynamics(data.params[instance])
-    grid = system.field_grid(50)
     out = {"instance": instance, "seed": seed, "loss": result.final_loss, "evaluations": result.evaluations,
            "lm_iterations": result.lm_iterations,
            "stopped": result.stopped, "chosen_restart": result.chosen, "restart_losses": result.restart_losses,
-           "fit_s": result.seconds, "eps_field": eps_field(model, true, grid),
+           "fit_s": result.seconds}
+    return out | evaluate_fit(model, system, data, instance, label=f"instance {instance} seed {seed}")
+
+
+def evaluate_fit(model: torch.nn.Module, system, data, instance: int, label: str = "") -> dict:
+    """The single-fit scores of ``model`` on one instance of ``data``: eps_field on the protocol
+    grid and on the data region, eps_traj (mean and worst trajectory) of dopri5 rollouts from the
+    true initial states and, for GENERIC systems, max |dE/dt| and min dS/dt along them. A
+    rollout that fails (a stiff or diverging field) gives NaN for those, with a printed line."""
+    true = system.dynamics(data.params[instance])
+    grid = system.field_grid(50)
+    out = {"eps_field": eps_field(model, true, grid),
            "eps_field_data": eps_field(model, true, data_region(system, data, grid, instance))}
     try:
         pred = safe_rollout(model, data.x[instance, :, 0], data.t)
@@ -98,7 +107,7 @@ def fit_one(system_name: str, bracket: str, cfg: FitBenchConfig, instance: int, 
         if system.is_generic:
             out["max_abs_dEdt"], out["min_dSdt"] = structure_rates(model, pred)
     except Exception as exc:  # a stiff or diverging learned field: reported, not fatal
-        print(f"  instance {instance} seed {seed}: rollout failed ({type(exc).__name__}); eps_traj = NaN", flush=True)
+        print(f"  {label or f'instance {instance}'}: rollout failed ({type(exc).__name__}); eps_traj = NaN", flush=True)
         out.update(eps_traj=float("nan"), eps_traj_max=float("nan"), max_abs_dEdt=float("nan"), min_dSdt=float("nan"))
     return out
 
