@@ -120,3 +120,19 @@ def test_fit_command_builds_the_gas_model_options(tmp_path, capsys):
                           (["--separable", "3"], "--separable must be in [0, 2]")]:
         assert main(["fit", "--data", str(data), *argv, "--out", str(out)]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_evaluate_scores_the_shipped_gas_fit_on_a_file(tmp_path, capsys):
+    # Catches: the shipped single-fit checkpoint (gas instance 75, power-law friction + energy
+    # term + 20 LM iterations, the seed-0 row of fit_gas_containers_mixed_power_lm.md) no longer
+    # loading or scoring as recorded, and evaluate refusing a folder written by sp-dynamics fit.
+    from pathlib import Path
+
+    d = sp_dynamics.make_family_dataset("gas_containers", seed=0)
+    data = sp_dynamics.save_trajectories(tmp_path / "gas75.npz", d.t, d.x[[75]], d.dx[[75]], d.params[[75]])
+    ckpt = Path(__file__).resolve().parents[1] / "experiments" / "checkpoints" / "fit_gas_containers_75_power_lm"
+    assert main(["evaluate", str(ckpt), "--data", str(data)]) == 0
+    scores = _json_line(capsys)
+    assert abs(scores["eps_traj"] - 7.173e-3) < 1e-5 and scores["max_abs_dEdt"] < 1e-12 and scores["min_dSdt"] >= 0
+    assert main(["evaluate", str(ckpt), "--data", str(data), "--instance", "1"]) == 2
+    assert "--instance must be in [0, 1)" in capsys.readouterr().err

@@ -193,13 +193,26 @@ def _cond(model, z):
 
 def evaluate_main(argv: list[str] | None = None) -> None:
     """Score a run on a data file: with --latents (from sp-dynamics adapt) as adapted, otherwise
-    after adapting on every pair of the file."""
+    after adapting on every pair of the file. A folder written by ``sp-dynamics fit`` (one
+    model, no latents) is scored as it is on one instance of the file (--instance)."""
     p = Parser(prog="sp-dynamics evaluate", description=evaluate_main.__doc__)
     p.add_argument("run")
     p.add_argument("--data", required=True)
     p.add_argument("--latents", default=None, help="folder written by sp-dynamics adapt")
+    p.add_argument("--instance", type=int, default=0, help="the file's instance a single fitted model is scored on")
     p.add_argument("--derivatives", default="smoothing_spline", choices=DERIVATIVE_METHODS)
     args = p.parse_args(argv)
+    if (Path(args.run) / "model.json").exists():  # one fitted model (sp-dynamics fit --out)
+        from ..serialization import load
+
+        model = load(args.run)
+        data = load_trajectories(args.data, derivatives=args.derivatives)
+        if data.dim != model.dim:
+            raise UsageError(f"{args.data} holds {data.dim}-dimensional states, the model in {args.run} takes {model.dim}")
+        if not 0 <= args.instance < data.x.shape[0]:
+            raise UsageError(f"--instance must be in [0, {data.x.shape[0]}) for {args.data}")
+        _print_json({"model": args.run, "instance": args.instance, **_scores([model], _one(data, args.instance))})
+        return
     model, latents = load_run(args.run)
     data = _data_for_run(args.data, model, args.derivatives)
     if args.latents:
