@@ -51,8 +51,8 @@ from .graphs import GridGraph
 from .layers import FieldCoupling, cayley_advect
 from .vision import GradientFilters, VisionLayer, readout_features
 
-__all__ = ["PortHamiltonianLayer", "ConvDynamics", "Encoder", "WorldModel", "variance_covariance",
-           "world_model_loss", "cem_plan", "latent_cost"]
+__all__ = ["PortHamiltonianLayer", "ConvDynamics", "Encoder", "Decoder", "WorldModel", "stack_history",
+           "variance_covariance", "world_model_loss", "cem_plan", "latent_cost"]
 
 DYNAMICS = ("metriplector", "conv")
 
@@ -143,11 +143,12 @@ class ConvDynamics(nn.Module):
 
 @serializable
 class Encoder(nn.Module):
-    """64x64 RGB (B, 3, 64, 64), values in [0, 1] -> latent (B, D, 8, 8)."""
+    """``history`` stacked 64x64 RGB frames (B, 3 * history, 64, 64), values in [0, 1] -> latent
+    (B, D, 8, 8). The newest frame comes first in the channels (see :func:`stack_history`)."""
 
-    def __init__(self, latent: int = 16, widths: tuple[int, ...] = (16, 32, 48)):
+    def __init__(self, latent: int = 16, widths: tuple[int, ...] = (16, 32, 48), history: int = 1):
         super().__init__()
-        layers, c = [], 3
+        layers, c = [], 3 * history
         for w in widths:
             layers += [nn.Conv2d(c, w, 3, stride=2, padding=1), nn.GroupNorm(4 if w % 4 == 0 else 1, w), nn.SiLU(),
                        nn.Conv2d(w, w, 3, padding=1), nn.GroupNorm(4 if w % 4 == 0 else 1, w), nn.SiLU()]
@@ -155,11 +156,53 @@ class Encoder(nn.Module):
         layers.append(nn.Conv2d(c, latent, 1))
         self.net = nn.Sequential(*layers)
         self.downsample = 2 ** len(widths)
+        self.history = history
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError(f"expected RGB frames of shape (B, 3, H, W), got {tuple(x.shape)}")
+        if x.ndim != 4 or x.shape[1] != 3 * self.history:
+            what = "RGB frames" if self.history == 1 else f"{self.history} stacked RGB frames"
+            raise ValueError(f"expected {what} of shape (B, {3 * self.history}, H, W), got {tuple(x.shape)}")
         return self.net(x - 0.5)
+
+
+@serializable
+class Decoder(nn.Module):
+    """Latent (B, D, 8, 8) -> the newest frame at half resolution (B, 3, 32, 32): one nearest-
+    neighbour upsampling and a 3x3 convolution (GroupNorm, SiLU) per stage, the encoder's widths
+    reversed, one stage fewer than the encoder (decoding at full resolution made training 6x
+    slower on the CPU). Used only for the reconstruction term of :func:`world_model_loss`, which
+    keeps the latent from dropping what the frame shows (the arm)."""
+
+    def __init__(self, latent: int = 16, widths: tuple[int, ...] = (16, 32, 48)):
+        super().__init__()
+        widths = tuple(widths)[::-1][1:] or tuple(widths)
+        layers, c = [nn.Conv2d(latent, widths[0], 1)], widths[0]
+        for w in widths:
+            layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c, w, 3, padding=1),
+                       nn.GroupNorm(4 if w % 4 == 0 else 1, w), nn.SiLU()]
+            c = w
+        layers.append(nn.Conv2d(c, 3, 1))
+        self.net = nn.Sequential(*layers)
+        self.upsample = 2 ** len(widths)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z) + 0.5
+
+    def loss(self, z: Tensor, frames: Tensor) -> Tensor:
+        """Mean squared pixel error of the decoded latents (N, D, h, w) against frames
+        (N, 3, H, W), average-pooled to the decoder's output size."""
+        out = self(z)
+        return F.mse_loss(out, F.adaptive_avg_pool2d(frames, out.shape[-2:]))
+
+
+def stack_history(frames: Tensor, history: int) -> Tensor:
+    """Frames (B, T + history - 1, 3, H, W), oldest first -> observations (B, T, 3 * history, H, W):
+    observation t holds frames t + history - 1, ..., t (newest first). ``history = 1`` is the
+    identity."""
+    if history < 1 or frames.shape[1] < history:
+        raise ValueError(f"need history >= 1 and at least {history} frames, got {history} and {frames.shape[1]}")
+    T = frames.shape[1] - history + 1
+    return torch.cat([frames[:, history - 1 - k : history - 1 - k + T] for k in range(history)], dim=2)
 
 
 @serializable
@@ -170,11 +213,14 @@ class WorldModel(nn.Module):
         latent: D, channels of the latent grid. actions: A. image: frame side (a multiple of 8).
         dynamics: ``"metriplector"`` (:class:`PortHamiltonianLayer` blocks) or ``"conv"``.
         layers, fields, substeps: of the Metriplector dynamics. conv_width, conv_blocks: of the baseline.
+        history: frames per observation (2: the current and the previous frame, which shows the
+            arm's velocity; one frame alone does not determine the next).
+        decoder: add a :class:`Decoder` for the reconstruction term of :func:`world_model_loss`.
     """
 
     def __init__(self, latent: int = 16, actions: int = 2, image: int = 64, widths: tuple[int, ...] = (16, 32, 48),
                  dynamics: str = "metriplector", layers: int = 2, fields: int = 8, substeps: int = 2,
-                 conv_width: int = 32, conv_blocks: int = 2):
+                 conv_width: int = 32, conv_blocks: int = 2, history: int = 1, decoder: bool = False):
         super().__init__()
         if dynamics not in DYNAMICS:
             raise ValueError(f"dynamics must be one of {DYNAMICS}, got {dynamics!r}")
@@ -182,7 +228,11 @@ class WorldModel(nn.Module):
             raise ValueError(f"the frame side {image} must be a multiple of {2 ** len(widths)}")
         self.latent, self.actions, self.image, self.kind = latent, actions, image, dynamics
         self.grid = image // 2 ** len(widths)
-        self.encoder = Encoder(latent, tuple(widths))
+        if history < 1:
+            raise ValueError(f"history must be >= 1 frame, got {history}")
+        self.history = history
+        self.encoder = Encoder(latent, tuple(widths), history)
+        self.decoder = Decoder(latent, tuple(widths)) if decoder else None
         self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
         if dynamics == "metriplector":
             self.layers = nn.ModuleList(PortHamiltonianLayer(latent, actions, self.grid, fields, substeps)
@@ -196,6 +246,12 @@ class WorldModel(nn.Module):
 
     def encode(self, frames: Tensor) -> Tensor:
         return self.encoder(frames)
+
+    def observe(self, frame: Tensor, previous: Tensor | None = None) -> Tensor:
+        """The latent of a frame (B, 3, H, W), given the frame before it (the same frame when there
+        is none, i.e. the arm at rest, as after a reset or in a goal frame)."""
+        frames = [frame] + [frame if previous is None else previous] * (self.history - 1)
+        return self.encoder(torch.cat(frames, 1))
 
     @torch.no_grad()
     def target(self, frames: Tensor) -> Tensor:
@@ -243,18 +299,25 @@ def variance_covariance(z: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def world_model_loss(model: WorldModel, frames: Tensor, actions: Tensor, rewards: Tensor, ar_steps: int = 0,
-                     var_weight: float = 1.0, cov_weight: float = 0.04, reward_weight: float = 0.1) -> dict[str, Tensor]:
-    """Multi-step latent prediction loss of sequences: frames (B, T+1, 3, H, W) in [0, 1],
-    actions (B, T, A), rewards (B, T).
+                     var_weight: float = 1.0, cov_weight: float = 0.04, reward_weight: float = 0.1,
+                     recon_weight: float = 0.0) -> dict[str, Tensor]:
+    """Multi-step latent prediction loss of sequences: observations (B, T+1, 3 * history, H, W) in
+    [0, 1] (:func:`stack_history`), actions (B, T, A), rewards (B, T).
 
-    Step t predicts the EMA target latent of frame t+1 from an input latent: for the first
+    Step t predicts the EMA target latent of observation t+1 from an input latent: for the first
     ``ar_steps`` steps the model's own previous prediction (autoregressive; step 0 starts from the
-    encoded frame 0), after that the online encoding of frame t (teacher forcing)."""
+    encoded observation 0), after that the online encoding of observation t (teacher forcing).
+    With ``recon_weight > 0`` (needs the model's decoder), the decoder must also reproduce the
+    newest frame from every online latent and from every predicted latent (mean squared pixel
+    error at the decoder's resolution), so neither the encoder nor the dynamics can drop what the
+    frames show."""
     B, T1 = frames.shape[:2]
     T = T1 - 1
     if actions.shape[:2] != (B, T) or rewards.shape != (B, T):
         raise ValueError(f"frames {tuple(frames.shape)}, actions {tuple(actions.shape)} and rewards "
                          f"{tuple(rewards.shape)} do not describe the same (B, T) sequences")
+    if recon_weight > 0 and model.decoder is None:
+        raise ValueError("recon_weight > 0 needs a model built with decoder=True")
     flat = frames.flatten(0, 1)
     online = model.encode(flat).unflatten(0, (B, T1))
     targets = model.target(frames[:, 1:].flatten(0, 1)).unflatten(0, (B, T))
@@ -270,8 +333,15 @@ def world_model_loss(model: WorldModel, frames: Tensor, actions: Tensor, rewards
     reward = F.mse_loss(model.reward(preds.flatten(0, 1)), rewards.flatten())
     prediction = torch.stack(losses).mean()
     total = prediction + var_weight * var + cov_weight * cov + reward_weight * reward
-    return {"total": total, "prediction": prediction, "per_step": torch.stack(losses).detach(), "variance": var,
-            "covariance": cov, "reward": reward}
+    out = {"prediction": prediction, "per_step": torch.stack(losses).detach(), "variance": var,
+           "covariance": cov, "reward": reward}
+    if recon_weight > 0:
+        newest = frames[:, :, :3]
+        recon = (model.decoder.loss(online.flatten(0, 1), newest.flatten(0, 1))
+                 + model.decoder.loss(preds.flatten(0, 1), newest[:, 1:].flatten(0, 1)))
+        total = total + recon_weight * recon
+        out["reconstruction"] = recon
+    return {"total": total, **out}
 
 
 @torch.no_grad()

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from metriplector.world_model import (PortHamiltonianLayer, WorldModel, cem_plan, conv_width_for, variance_covariance,
-                                      world_model_loss)
+from metriplector.world_model import (PortHamiltonianLayer, WorldModel, cem_plan, conv_width_for, stack_history,
+                                      variance_covariance, world_model_loss)
 
 
 def _layer(dtype=torch.float64, **kw):
@@ -85,6 +85,44 @@ def test_loss_trains_both_dynamics_and_the_baseline_matches_parameters():
         assert float(out["total"].detach()) < first
 
 
+def test_stack_history_puts_the_newest_frame_first():
+    # Catches: an off-by-one in the frame window (observation t must end at frame t + history - 1)
+    # or the frames stacked oldest first, which would silently feed the wrong velocity sign.
+    frames = torch.arange(5.0).view(1, 5, 1, 1, 1).expand(1, 5, 3, 2, 2)
+    obs = stack_history(frames, 2)
+    assert obs.shape == (1, 4, 6, 2, 2)
+    assert obs[0, :, 0, 0, 0].tolist() == [1.0, 2.0, 3.0, 4.0]   # newest
+    assert obs[0, :, 3, 0, 0].tolist() == [0.0, 1.0, 2.0, 3.0]   # the frame before
+    assert torch.equal(stack_history(frames, 1), frames)
+    with pytest.raises(ValueError, match="at least 3 frames"):
+        stack_history(frames[:, :2], 3)
+
+
+def test_observe_at_rest_repeats_the_frame_and_the_decoder_term_trains():
+    # Catches: a goal or first frame encoded with something other than itself as its previous frame
+    # (the arm at rest), and a reconstruction term that does not reach the encoder or the decoder.
+    torch.manual_seed(0)
+    model = WorldModel(latent=8, widths=(8, 8, 8), layers=1, fields=4, history=2, decoder=True)
+    frame = torch.rand(2, 3, 64, 64)
+    torch.testing.assert_close(model.observe(frame), model.encode(torch.cat([frame, frame], 1)))
+    assert not torch.allclose(model.observe(frame, torch.rand(2, 3, 64, 64)), model.observe(frame))
+    frames = stack_history(torch.rand(3, 5, 3, 64, 64), 2)
+    actions, rewards = torch.rand(3, 3, 2) * 2 - 1, torch.rand(3, 3)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(15):
+        out = world_model_loss(model, frames, actions, rewards, ar_steps=2, recon_weight=1.0)
+        opt.zero_grad()
+        out["total"].backward()
+        opt.step()
+        first = float(out["reconstruction"].detach()) if first is None else first
+    assert float(out["reconstruction"].detach()) < 0.5 * first
+    assert model.decoder(torch.zeros(1, 8, 8, 8)).shape == (1, 3, 32, 32)
+    with pytest.raises(ValueError, match="decoder=True"):
+        world_model_loss(WorldModel(latent=8, widths=(8, 8, 8), layers=1, fields=4), torch.rand(2, 3, 3, 64, 64),
+                         torch.rand(2, 2, 2), torch.rand(2, 2), recon_weight=1.0)
+
+
 def test_variance_covariance_terms():
     # Catches: regularisers that do not vanish for whitened latents or do not penalise collapse.
     x = torch.randn(64, 4, 8, 8) * 2.0
@@ -105,6 +143,10 @@ def test_bad_inputs_name_the_problem():
     model = WorldModel(latent=8, widths=(8, 8, 8), layers=1, fields=4)
     with pytest.raises(ValueError, match="RGB frames"):
         model.encode(torch.rand(2, 1, 64, 64))
+    with pytest.raises(ValueError, match="2 stacked RGB frames"):
+        WorldModel(latent=8, widths=(8, 8, 8), layers=1, fields=4, history=2).encode(torch.rand(2, 3, 64, 64))
+    with pytest.raises(ValueError, match="history must be"):
+        WorldModel(history=0)
     with pytest.raises(ValueError, match="actions of shape"):
         model.step(torch.zeros(2, 8, 8, 8), torch.zeros(2, 3))
     with pytest.raises(ValueError, match="same \\(B, T\\)"):

@@ -45,7 +45,7 @@ from sp_dynamics.runners.common import (Parser, UsageError, command_line, defaul
 
 from ._shared import add_train_options, check_device, check_models, check_parity, load_model_blob, warmup_cosine
 from ..reacher_env import ControlUnavailable, Reacher, angle_distance, collect, load_episode
-from ..world_model import WorldModel, cem_plan, conv_width_for, latent_cost, world_model_loss
+from ..world_model import WorldModel, cem_plan, conv_width_for, latent_cost, stack_history, world_model_loss
 
 PACKAGE = Path(__file__).resolve().parent.parent
 CHECKPOINTS = PACKAGE / "checkpoints"
@@ -66,6 +66,8 @@ class ReacherConfig:
     widths: tuple = (16, 32, 48)
     layers: int = 2
     fields: int = 8
+    history: int = 2            # frames per observation: the current and the previous (the arm's velocity)
+    decoder: bool = True        # a pixel decoder for the reconstruction term
     # training
     steps: int = 2000
     batch: int = 16
@@ -73,6 +75,7 @@ class ReacherConfig:
     warmup_ar: int = 400
     lr: float = 1e-3
     ema: float = 0.99
+    recon_weight: float = 1.0   # weight of the reconstruction term (needs decoder)
     eval_every: int = 250
     # evaluation
     eval_episodes: int = 20
@@ -92,6 +95,11 @@ class ReacherConfig:
             raise ValueError(f"sequence must be in 2..episode_steps ({self.episode_steps}), got {self.sequence}")
         if not 1 <= self.elites <= self.population:
             raise ValueError(f"need 1 <= elites <= population, got {self.elites} and {self.population}")
+        if self.history < 1:
+            raise ValueError(f"history must be >= 1 frame, got {self.history}")
+        if self.recon_weight < 0 or (self.recon_weight > 0 and not self.decoder):
+            raise ValueError(f"recon_weight must be >= 0, and > 0 only with decoder=True; got {self.recon_weight} "
+                             f"with decoder={self.decoder}")
 
 
 PRESETS = {
@@ -107,7 +115,8 @@ PRESETS = {
 
 
 def model_kwargs(cfg: ReacherConfig, kind: str) -> dict:
-    base = {"latent": cfg.latent, "widths": tuple(cfg.widths), "layers": cfg.layers, "fields": cfg.fields}
+    base = {"latent": cfg.latent, "widths": tuple(cfg.widths), "layers": cfg.layers, "fields": cfg.fields,
+            "history": cfg.history, "decoder": cfg.decoder}
     if kind == "conv":
         ref = WorldModel(**base).dynamics_parameters()
         base.update(dynamics="conv", conv_width=conv_width_for(ref, cfg.latent))
@@ -140,12 +149,16 @@ def to_images(frames: torch.Tensor) -> torch.Tensor:
 
 
 def windows(data: dict, cfg: ReacherConfig, g: torch.Generator):
+    """A batch of training windows: observations (B, sequence + 1, 3 * history, 64, 64) (an
+    episode's first frame stands in for the frames before it: the arm starts at rest), actions and
+    rewards (B, sequence, ...)."""
     n, T = data["actions"].shape[:2]
     ep = torch.randint(n, (cfg.batch,), generator=g)
     t0 = torch.randint(T - cfg.sequence + 1, (cfg.batch,), generator=g)
     idx = t0[:, None] + torch.arange(cfg.sequence)
-    frames = data["frames"][ep[:, None], torch.cat([idx, idx[:, -1:] + 1], 1)]
-    return to_images(frames), data["actions"][ep[:, None], idx], data["rewards"][ep[:, None], idx]
+    frame_idx = (t0[:, None] + torch.arange(-(cfg.history - 1), cfg.sequence + 1)).clamp_min(0)
+    frames = stack_history(to_images(data["frames"][ep[:, None], frame_idx]), cfg.history)
+    return frames, data["actions"][ep[:, None], idx], data["rewards"][ep[:, None], idx]
 
 
 def train_one(cfg: ReacherConfig, kind: str, seed: int, run_dir: str, folder: str, device: str = "cpu",
@@ -177,7 +190,7 @@ def train_one(cfg: ReacherConfig, kind: str, seed: int, run_dir: str, folder: st
         start = time.time()
         frames, actions, rewards = (x.to(device) for x in windows(data, cfg, g))
         ar = 0 if step < cfg.warmup_ar else cfg.sequence - 1   # teacher forcing first, then autoregressive
-        out = world_model_loss(model, frames, actions, rewards, ar_steps=ar)
+        out = world_model_loss(model, frames, actions, rewards, ar_steps=ar, recon_weight=cfg.recon_weight)
         if not torch.isfinite(out["total"]):
             raise RuntimeError(f"{kind} seed {seed}: the training loss became {float(out['total'])} at step {step + 1}")
         opt.zero_grad()
@@ -187,11 +200,13 @@ def train_one(cfg: ReacherConfig, kind: str, seed: int, run_dir: str, folder: st
         sched.step()
         model.update_target(cfg.ema)
         step, train_time = step + 1, train_time + time.time() - start
-        running.append([float(out["prediction"].detach()), float(out["per_step"][-1]), float(out["reward"].detach())])
+        running.append([float(out["prediction"].detach()), float(out["per_step"][-1]), float(out["reward"].detach()),
+                        float(out["reconstruction"].detach()) if "reconstruction" in out else float("nan")])
         bar.update(1)
         if step % cfg.eval_every == 0 or step == cfg.steps:
             m = [float(v) for v in np.mean(running, 0)]
-            curve.append({"step": step, "prediction": m[0], "last_step": m[1], "reward": m[2], "train_time_s": train_time})
+            curve.append({"step": step, "prediction": m[0], "last_step": m[1], "reward": m[2], "reconstruction": m[3],
+                          "train_time_s": train_time})
             bar.set_postfix(pred=f"{m[0]:.4f}")
             running = []
             atomic_save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
@@ -221,19 +236,20 @@ def run_episode(cfg: ReacherConfig, policy: str, seed: int, model: WorldModel | 
     env = Reacher(seed, action_repeat=cfg.action_repeat, render=policy == "model")
     frame = env.reset()
     goal = env.sample_goal(cfg.goal_steps)
-    z_goal = model.encode(_image(env.render_at(goal))) if policy == "model" else None
+    z_goal = model.observe(_image(env.render_at(goal))) if policy == "model" else None
     g = torch.Generator().manual_seed(seed)
-    plan, ret = None, 0.0
+    plan, ret, previous = None, 0.0, None
     for t in range(cfg.budget):
         if policy == "random":
             a = env.rng.uniform(-1, 1, 2)
         else:
             with torch.no_grad():
                 cost = (env.oracle_cost(goal) if policy == "oracle"
-                        else latent_cost(model, model.encode(_image(frame)), z_goal))
+                        else latent_cost(model, model.observe(_image(frame), previous), z_goal))
                 plan = cem_plan(cost, cfg.horizon, 2, cfg.population, cfg.elites, cfg.iterations, g,
                                 mean=None if plan is None else torch.cat([plan[1:], plan[-1:]]))
             a = plan[0].numpy()
+        previous = None if frame is None else _image(frame)
         frame, _ = env.step(a)
         err = float(angle_distance(env.qpos(), goal).max())
         ret -= err
@@ -325,21 +341,32 @@ def table(cfg: ReacherConfig, preset: str, rows: list[dict], refs: dict, command
     return "\n".join(lines) + "\n"
 
 
+def episode_observations(frames: torch.Tensor, history: int) -> torch.Tensor:
+    """Stored uint8 frames (N, T+1, H, W, 3) -> observations (N, T+1, 3 * history, H, W), the
+    first frame standing in for the frames before it (the arm starts at rest)."""
+    images = to_images(frames)
+    return stack_history(torch.cat([images[:, :1]] * (history - 1) + [images], 1), history)
+
+
 @torch.no_grad()
 def figures(cfg: ReacherConfig, rows: list[dict], run_dir: Path, folder: Path, out: Path, stem: str,
             episode: int = -1, pool: int = 40) -> None:
     """Training curves, and an open-loop rollout of each model along one stored episode: the true
-    frames against the stored frame whose target latent is nearest to each predicted latent (the
-    latents are not decoded; the pool is ``pool`` other episodes)."""
+    frames against, per model, the decoded predicted latent (a model with a decoder) or else the
+    stored frame whose target latent is nearest to it (the pool is ``pool`` other episodes)."""
     plt = pyplot()
     if plt is None:
         return
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for r in rows:
-        ax.semilogy([c["step"] for c in r["curve"]], [c["prediction"] for c in r["curve"]], label=f"{r['model']} seed {r['seed']}")
-    ax.axvline(cfg.warmup_ar, color="gray", lw=0.8)
-    ax.set(xlabel="training step (gray: autoregressive from here)", ylabel="latent prediction MSE", title="training")
-    ax.legend(fontsize=7)
+        steps = [c["step"] for c in r["curve"]]
+        axes[0].semilogy(steps, [c["prediction"] for c in r["curve"]], label=f"{r['model']} seed {r['seed']}")
+        axes[1].semilogy(steps, [c.get("reconstruction", float("nan")) for c in r["curve"]], label=f"{r['model']} seed {r['seed']}")
+    for ax in axes:
+        ax.axvline(cfg.warmup_ar, color="gray", lw=0.8)
+        ax.legend(fontsize=7)
+    axes[0].set(xlabel="training step (gray: autoregressive from here)", ylabel="latent prediction MSE", title="training")
+    axes[1].set(xlabel="training step", ylabel="pixel reconstruction MSE", title="decoder (if any)")
     fig.tight_layout()
     fig.savefig(out / f"{stem}_curves.png", dpi=110)
     plt.close(fig)
@@ -355,17 +382,21 @@ def figures(cfg: ReacherConfig, rows: list[dict], run_dir: Path, folder: Path, o
         axes[0, t].imshow(data["frames"][ep, t].numpy())
         axes[0, t].set_title(f"t={t}", fontsize=7)
     for row, (kind, model) in enumerate(models.items(), start=1):
-        keys = torch.cat([model.target(to_images(pool_frames[i : i + 500])) for i in range(0, len(pool_frames), 500)]).flatten(1)
-        z = model.encode(to_images(data["frames"][ep, :1]))
-        zs = torch.cat([z[:, None], model.rollout(z, data["actions"][ep : ep + 1, :T])], 1)[0].flatten(1)
-        nearest = torch.cdist(zs, keys).argmin(-1)
+        z = model.encode(episode_observations(data["frames"][ep : ep + 1, :1], model.history)[:, 0])
+        zs = torch.cat([z[:, None], model.rollout(z, data["actions"][ep : ep + 1, :T])], 1)[0]
+        if model.decoder is not None:
+            shown = (model.decoder(zs).clamp(0, 1).movedim(1, -1) * 255).to(torch.uint8)
+        else:
+            obs = episode_observations(data["frames"][others], model.history).flatten(0, 1)
+            keys = torch.cat([model.target(obs[i : i + 500]) for i in range(0, len(obs), 500)]).flatten(1)
+            shown = pool_frames[torch.cdist(zs.flatten(1), keys).argmin(-1)]
         for t in range(T + 1):
-            axes[row, t].imshow(pool_frames[nearest[t]].numpy())
-        axes[row, 0].set_ylabel(kind, fontsize=7)
+            axes[row, t].imshow(shown[t].numpy())
+        axes[row, 0].set_ylabel(kind + (" (decoded)" if model.decoder is not None else " (nearest)"), fontsize=7)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle("open-loop rollout: true frames (top), nearest stored frame to each predicted latent", fontsize=8)
+    fig.suptitle("open-loop rollout from the first frame: true frames (top), each model's prediction", fontsize=8)
     fig.tight_layout()
     fig.savefig(out / f"{stem}_rollout.png", dpi=110)
     plt.close(fig)
