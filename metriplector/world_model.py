@@ -188,11 +188,15 @@ class Decoder(nn.Module):
     def forward(self, z: Tensor) -> Tensor:
         return self.net(z) + 0.5
 
-    def loss(self, z: Tensor, frames: Tensor) -> Tensor:
+    def loss(self, z: Tensor, frames: Tensor, weights: Tensor | None = None) -> Tensor:
         """Mean squared pixel error of the decoded latents (N, D, h, w) against frames
-        (N, 3, H, W), average-pooled to the decoder's output size."""
+        (N, 3, H, W), average-pooled to the decoder's output size; with per-pixel ``weights``
+        (N, 1, h', w') at that size, their weighted mean."""
         out = self(z)
-        return F.mse_loss(out, F.adaptive_avg_pool2d(frames, out.shape[-2:]))
+        err = (out - F.adaptive_avg_pool2d(frames, out.shape[-2:])) ** 2
+        if weights is None:
+            return err.mean()
+        return (err * weights).sum() / (weights.sum() * err.shape[1])
 
 
 def stack_history(frames: Tensor, history: int) -> Tensor:
@@ -300,7 +304,7 @@ def variance_covariance(z: Tensor) -> tuple[Tensor, Tensor]:
 
 def world_model_loss(model: WorldModel, frames: Tensor, actions: Tensor, rewards: Tensor, ar_steps: int = 0,
                      var_weight: float = 1.0, cov_weight: float = 0.04, reward_weight: float = 0.1,
-                     recon_weight: float = 0.0) -> dict[str, Tensor]:
+                     recon_weight: float = 0.0, recon_focus: float = 0.0) -> dict[str, Tensor]:
     """Multi-step latent prediction loss of sequences: observations (B, T+1, 3 * history, H, W) in
     [0, 1] (:func:`stack_history`), actions (B, T, A), rewards (B, T).
 
@@ -310,7 +314,9 @@ def world_model_loss(model: WorldModel, frames: Tensor, actions: Tensor, rewards
     With ``recon_weight > 0`` (needs the model's decoder), the decoder must also reproduce the
     newest frame from every online latent and from every predicted latent (mean squared pixel
     error at the decoder's resolution), so neither the encoder nor the dynamics can drop what the
-    frames show."""
+    frames show. ``recon_focus = k`` weights by ``1 + k`` the pixels that move within a sequence
+    (more than 0.1 summed over the channels from the sequence's per-pixel median): the thin arm
+    covers a few percent of a frame, and an unweighted mean lets the decoder draw the background."""
     B, T1 = frames.shape[:2]
     T = T1 - 1
     if actions.shape[:2] != (B, T) or rewards.shape != (B, T):
@@ -337,8 +343,15 @@ def world_model_loss(model: WorldModel, frames: Tensor, actions: Tensor, rewards
            "covariance": cov, "reward": reward}
     if recon_weight > 0:
         newest = frames[:, :, :3]
-        recon = (model.decoder.loss(online.flatten(0, 1), newest.flatten(0, 1))
-                 + model.decoder.loss(preds.flatten(0, 1), newest[:, 1:].flatten(0, 1)))
+        w = None
+        if recon_focus > 0:
+            size = model.decoder(online[:1, 0]).shape[-2:]
+            small = F.adaptive_avg_pool2d(newest.flatten(0, 1), size).unflatten(0, (B, T1))
+            moving = ((small - small.median(1, keepdim=True).values).abs().sum(2, keepdim=True) > 0.1).float()
+            w = 1.0 + recon_focus * moving
+        recon = (model.decoder.loss(online.flatten(0, 1), newest.flatten(0, 1), None if w is None else w.flatten(0, 1))
+                 + model.decoder.loss(preds.flatten(0, 1), newest[:, 1:].flatten(0, 1),
+                                      None if w is None else w[:, 1:].flatten(0, 1)))
         total = total + recon_weight * recon
         out["reconstruction"] = recon
     return {"total": total, **out}

@@ -157,3 +157,16 @@ def test_bad_inputs_name_the_problem():
         WorldModel(dynamics="transformer")
     with pytest.raises(ValueError, match="elites"):
         cem_plan(lambda a: a.sum((1, 2)), 2, 2, population=4, elites=5)
+
+
+def test_pose_probe_scores_linear_features_high_and_noise_low():
+    # Catches: a probe that scores on its own fitting data (noise features would then look useful),
+    # or an R^2 computed against the wrong mean.
+    from metriplector.runners.reacher import _ridge_r2
+
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(600, 20, generator=g, dtype=torch.float64)
+    Y = X[:, :4] @ torch.randn(4, 4, generator=g, dtype=torch.float64)
+    assert _ridge_r2(X[:400], Y[:400], X[400:], Y[400:], 1e-3) > 0.99
+    noise = torch.randn(600, 20, generator=g, dtype=torch.float64)
+    assert _ridge_r2(noise[:400], Y[:400], noise[400:], Y[400:], 1e-3) < 0.1
