@@ -57,12 +57,31 @@ class FieldCoupling(nn.Module):
 def cayley_advect(phi: Tensor, a: Tensor, K: Tensor, h: float) -> Tensor:
     """``(I - h a K / 2)^{-1} (I + h a K / 2) phi`` per position: fields (B, C, H, W), strength a
     (B, 1, H, W), K skew (C, C). The Cayley map of a skew matrix is orthogonal, so sum(phi^2) is kept
-    to round-off for any a and h (the implicit midpoint rule of ``phi' = a K phi``)."""
+    to round-off for any a and h (the implicit midpoint rule of ``phi' = a K phi``).
+
+    When no gradient is needed (planning, evaluation), the map is applied through one
+    eigendecomposition of K instead of a linear solve per position: ``iK = V diag(w) V^H`` is
+    Hermitian, K's eigenvalues are ``-i w``, and the Cayley map multiplies eigencomponent k by
+    ``(1 - i s w_k) / (1 + i s w_k)`` with ``s = h a / 2``, a unit complex number. Training keeps the solve: the eigenvectors of the
+    canonical J are degenerate, and their derivative is not defined."""
+    if not torch.is_grad_enabled() or not (phi.requires_grad or a.requires_grad or K.requires_grad):
+        return _cayley_spectral(phi, a, K, h)
     eye = torch.eye(K.shape[0], dtype=phi.dtype, device=phi.device)
     half = (0.5 * h * a).permute(0, 2, 3, 1)[..., None] * K               # (B, H, W, C, C)
     rhs = phi.permute(0, 2, 3, 1).unsqueeze(-1)
     rhs = rhs + half @ rhs
     return torch.linalg.solve(eye - half, rhs).squeeze(-1).permute(0, 3, 1, 2)
+
+
+def _cayley_spectral(phi: Tensor, a: Tensor, K: Tensor, h: float) -> Tensor:
+    """:func:`cayley_advect` through the eigenvectors of the Hermitian iK (no autograd)."""
+    ctype = torch.complex128 if phi.dtype == torch.float64 else torch.complex64
+    w, V = torch.linalg.eigh(1j * K.to(ctype))                            # iK = V diag(w) V^H, w real
+    s = (0.5 * h * a).to(ctype)                                           # (B, 1, H, W)
+    isw = 1j * s * w.view(1, -1, 1, 1)                                    # -s mu_k, mu_k = -i w_k the eigenvalues of K
+    factor = (1 - isw) / (1 + isw)                                        # (1 + s mu) / (1 - s mu): |factor| = 1
+    coeff = torch.einsum("ck,bchw->bkhw", V.conj(), phi.to(ctype))        # V^H phi
+    return torch.einsum("ck,bkhw->bchw", V, factor * coeff).real.to(phi.dtype)
 
 
 def _grads(phi: Tensor) -> tuple[Tensor, Tensor]:

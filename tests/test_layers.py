@@ -61,6 +61,24 @@ def test_cayley_step_preserves_energy_to_roundoff():
         assert not torch.allclose(out, phi)  # it does advect
 
 
+def test_cayley_without_autograd_matches_the_solve_on_a_degenerate_coupling():
+    # Catches: a wrong eigenvalue convention in the no-gradient (planning) path of cayley_advect, which
+    # would make evaluation disagree with training; the canonical J has degenerate eigenvalues +-i, the
+    # case where an eigendecomposition is most easily mishandled.
+    from metriplector.layers import cayley_advect
+
+    g = torch.Generator().manual_seed(5)
+    coupling = FieldCoupling(6, canonical=True, cross_init_std=0.2).double()
+    for K in (coupling.matrix().detach(), FieldCoupling(6, canonical=True, cross_init_std=0.0).double().matrix().detach()):
+        phi = torch.randn(3, 6, 4, 5, generator=g, dtype=F64)
+        a = torch.rand(3, 1, 4, 5, generator=g, dtype=F64) * 4
+        with torch.no_grad():
+            fast = cayley_advect(phi, a, K, 0.7)
+        slow = cayley_advect(phi.clone().requires_grad_(), a, K, 0.7).detach()
+        torch.testing.assert_close(fast, slow, rtol=0, atol=1e-12)
+        torch.testing.assert_close(_energy(fast), _energy(phi), rtol=1e-13, atol=0)
+
+
 def test_diffusion_and_damping_never_increase_energy():
     # Catches: an unstable or sign-flipped dissipative step; the implicit step must not increase
     # sum(phi^2) for any step size, and must strictly dissipate with damping.
