@@ -373,6 +373,15 @@ def table(cfg: ReacherConfig, preset: str, rows: list[dict], refs: dict, command
         lines.append(f"| {r['model']} | {r['params']} ({r['dynamics_params']}) | {r['seed']} | "
                      f"{100 * e['success_rate']:.0f}% | {e['mean_return']:.2f} | {r.get('pose_r2', float('nan')):.3f} | "
                      f"{r['train_time_s']:.0f} | {e['wall_time_s']:.0f} |")
+    for kind in dict.fromkeys(r["model"] for r in rows):
+        mine = [r for r in rows if r["model"] == kind]
+        if len(mine) > 1:
+            succ = np.array([r["eval"]["success_rate"] for r in mine])
+            ret = np.array([r["eval"]["mean_return"] for r in mine])
+            r2 = np.array([r.get("pose_r2", float("nan")) for r in mine])
+            lines.append(f"| {kind} | {mine[0]['params']} ({mine[0]['dynamics_params']}) | mean ± std of {len(mine)} | "
+                         f"{100 * succ.mean():.0f} ± {100 * succ.std():.0f}% | {ret.mean():.2f} ± {ret.std():.2f} | "
+                         f"{r2.mean():.3f} ± {r2.std():.3f} | {np.mean([r['train_time_s'] for r in mine]):.0f} | |")
     for p, e in refs.items():
         lines.append(f"| {p} (reference) | | | {100 * e['success_rate']:.0f}% | {e['mean_return']:.2f} | | | {e['wall_time_s']:.0f} |")
     lines += ["| paper (Oprisa & Toth 2026), reference, not ours, its own protocol | 913K | | 88% | | | | |", ""]
@@ -404,7 +413,7 @@ def figures(cfg: ReacherConfig, rows: list[dict], run_dir: Path, folder: Path, o
         ax.axvline(cfg.warmup_ar, color="gray", lw=0.8)
         ax.legend(fontsize=7)
     axes[0].set(xlabel="training step (gray: autoregressive from here)", ylabel="latent prediction MSE", title="training")
-    axes[1].set(xlabel="training step", ylabel="pixel reconstruction MSE", title="decoder (if any)")
+    axes[1].set(xlabel="training step", ylabel="reconstruction term (moving pixels weighted)", title="decoder (if any)")
     fig.tight_layout()
     fig.savefig(out / f"{stem}_curves.png", dpi=110)
     plt.close(fig)
