@@ -170,3 +170,40 @@ def test_pose_probe_scores_linear_features_high_and_noise_low():
     assert _ridge_r2(X[:400], Y[:400], X[400:], Y[400:], 1e-3) > 0.99
     noise = torch.randn(600, 20, generator=g, dtype=torch.float64)
     assert _ridge_r2(noise[:400], Y[:400], noise[400:], Y[400:], 1e-3) < 0.1
+
+
+def test_latent_pose_error_rewards_right_dynamics_and_penalises_frozen_ones():
+    # Catches: a planner diagnostic that compares predictions with the wrong time index (a model
+    # whose rollout ignores the actions would then look as good as the true dynamics), or a chance
+    # level computed like the nearest match.
+    import numpy as np
+
+    from metriplector.runners.reacher import latent_pose_error
+
+    rng = np.random.default_rng(0)
+    N, T = 200, 12
+    actions = torch.from_numpy(rng.uniform(-1, 1, (N, T, 2))).float()
+    q = np.zeros((N, T + 1, 2))
+    q[:, 0] = rng.uniform(0.5, 5.5, (N, 2))
+    for t in range(T):
+        q[:, t + 1] = q[:, t] + 0.3 * actions[:, t].numpy()
+    frames = torch.zeros(N, T + 1, 4, 4, 3, dtype=torch.uint8)
+    frames[..., 0, 0, :2] = torch.from_numpy(np.round((q % (2 * np.pi)) / (2 * np.pi) * 255)).to(torch.uint8)
+
+    class Fake:  # the latent is the pose (x 2 pi) read off the frame; rollout steps it exactly or not at all
+        history = 1
+
+        def __init__(self, moves):
+            self.moves = moves
+
+        def encode(self, obs):
+            return obs[:, :2, :1, :1] * 2 * np.pi
+
+        def rollout(self, z, acts):
+            steps = torch.cumsum(0.3 * acts, 1) if self.moves else torch.zeros_like(acts)
+            return z[:, None] + steps[..., None, None]
+
+    data = {"frames": frames, "actions": actions, "qpos": torch.from_numpy(q)}
+    right, frozen = latent_pose_error(Fake(True), data, (0, 3)), latent_pose_error(Fake(False), data, (0, 3))
+    assert right[0] == frozen[0] and right[3] < 0.5 * frozen[3]
+    assert right[3] < 0.5 * right["chance"]

@@ -224,35 +224,83 @@ def train_one(cfg: ReacherConfig, kind: str, seed: int, run_dir: str, folder: st
     return row
 
 
+def _ridge_fit(X: torch.Tensor, Y: torch.Tensor, ridge: float):
+    """Centred ridge regression Y ~ X, the penalty relative to the mean feature variance: a predictor."""
+    mx, my = X.mean(0), Y.mean(0)
+    A = (X - mx).T @ (X - mx)
+    W = torch.linalg.solve(A + ridge * A.diagonal().mean() * torch.eye(len(A), dtype=A.dtype), (X - mx).T @ (Y - my))
+    return lambda Z: my + (Z - mx) @ W
+
+
+def _r2(Y: torch.Tensor, pred: torch.Tensor) -> float:
+    return float(1 - (Y - pred).pow(2).sum() / (Y - Y.mean(0)).pow(2).sum())
+
+
 def _ridge_r2(Xtr: torch.Tensor, Ytr: torch.Tensor, Xte: torch.Tensor, Yte: torch.Tensor, ridge: float) -> float:
-    mx, my = Xtr.mean(0), Ytr.mean(0)
-    A = (Xtr - mx).T @ (Xtr - mx)
-    W = torch.linalg.solve(A + ridge * A.diagonal().mean() * torch.eye(len(A), dtype=A.dtype), (Xtr - mx).T @ (Ytr - my))
-    resid = Yte - my - (Xte - mx) @ W
-    return float(1 - resid.pow(2).sum() / (Yte - Yte.mean(0)).pow(2).sum())
+    return _r2(Yte, _ridge_fit(Xtr, Ytr, ridge)(Xte))
+
+
+def _encode_episodes(model: WorldModel, frames: torch.Tensor, chunk: int = 500) -> torch.Tensor:
+    """Latents (N, T+1, D, h, w) of stored episodes' frames (N, T+1, H, W, 3)."""
+    per = max(1, chunk // frames.shape[1])
+    return torch.cat([model.encode(episode_observations(frames[i : i + per], model.history).flatten(0, 1))
+                      .unflatten(0, (len(frames[i : i + per]), -1)) for i in range(0, len(frames), per)])
+
+
+def _split(n: int, held_out: float) -> int:
+    return max(2, min(n - 1, round(n * (1 - held_out))))
 
 
 @torch.no_grad()
-def pose_probe(model: WorldModel, data: dict, held_out: float = 0.25, ridges=(1e-3, 1e-2, 1e-1, 1.0),
-               chunk: int = 500) -> float:
-    """Whether a latent sees the arm: R^2 of a ridge regression from the flattened latent of every
+def pose_probe(model: WorldModel, data: dict, held_out: float = 0.25, ridges=(1e-3, 1e-2, 1e-1, 1.0)) -> float:
+    """Whether a latent sees the arm: R^2 of a ridge regression from the flattened latent of a
     stored frame to (sin, cos) of both joint angles, fitted on the first episodes and scored on the
     last ``held_out`` fraction (1 = the pose is a linear function of the latent, <= 0 = no better
     than the mean). The ridge weight (relative to the mean feature variance) is chosen on the last
     fifth of the fitting episodes."""
-    frames = data["frames"]
-    n, per = len(frames), max(1, chunk // frames.shape[1])
+    n = len(data["frames"])
     if n < 5:
         return float("nan")
-    X = torch.cat([model.encode(episode_observations(frames[i : i + per], model.history).flatten(0, 1))
-                   .flatten(1).double().unflatten(0, (len(frames[i : i + per]), -1)) for i in range(0, n, per)])
+    X = _encode_episodes(model, data["frames"]).flatten(2).double()
     q = data["qpos"]
     Y = torch.cat([q.sin(), q.cos()], -1)
-    split = max(2, min(n - 1, round(n * (1 - held_out))))
+    split = _split(n, held_out)
     inner = max(1, min(split - 1, round(split * 0.8)))
     best = max(ridges, key=lambda r: _ridge_r2(X[:inner].flatten(0, 1), Y[:inner].flatten(0, 1),
                                                X[inner:split].flatten(0, 1), Y[inner:split].flatten(0, 1), r))
     return _ridge_r2(X[:split].flatten(0, 1), Y[:split].flatten(0, 1), X[split:].flatten(0, 1), Y[split:].flatten(0, 1), best)
+
+
+@torch.no_grad()
+def latent_pose_error(model: WorldModel, data: dict, horizons=(0, 1, 2, 5), held_out: float = 0.25,
+                      chunk: int = 500, seed: int = 0) -> dict:
+    """What the planner sees: for every start of the last ``held_out`` fraction of the stored
+    episodes, the latent predicted open-loop k actions ahead with the recorded actions (k = 0: the
+    encoded frame itself) is matched to its nearest encoded frame of the other episodes (squared
+    latent distance, as in the CEM cost), and the joint-angle error of that frame's pose against the
+    pose actually reached is measured. Returns, per k, the mean over starts of the larger joint's
+    error in radians, and under ``"chance"`` the same error for a random frame of the other
+    episodes instead of the nearest."""
+    frames, actions, q = data["frames"], data["actions"], data["qpos"].numpy()
+    n = len(frames)
+    if n < 5:
+        return {k: float("nan") for k in (*horizons, "chance")}
+    Z = _encode_episodes(model, frames, chunk)
+    split = _split(n, held_out)
+    keys, key_pose = Z[:split].flatten(0, 1).flatten(1), q[:split].reshape(-1, q.shape[-1])
+    T, out = actions.shape[1], {}
+    for k in horizons:
+        z0 = Z[split:, : T - k + 1].flatten(0, 1)
+        if k > 0:
+            acts = torch.stack([actions[split:, t : t + k] for t in range(T - k + 1)], 1).flatten(0, 1)
+            z0 = torch.cat([model.rollout(z0[i : i + chunk], acts[i : i + chunk])[:, -1] for i in range(0, len(z0), chunk)])
+        nearest = torch.cat([torch.cdist(z0[i : i + chunk].flatten(1), keys).argmin(-1) for i in range(0, len(z0), chunk)])
+        reached = q[split:, k:].reshape(-1, q.shape[-1])
+        out[k] = float(angle_distance(key_pose[nearest.numpy()], reached).max(-1).mean())
+    held = q[split:].reshape(-1, q.shape[-1])
+    pick = np.random.default_rng(seed).integers(len(key_pose), size=len(held))
+    out["chance"] = float(angle_distance(key_pose[pick], held).max(-1).mean())
+    return out
 
 
 def load_checkpoint(path: str | Path) -> tuple[WorldModel, dict]:
@@ -447,6 +495,25 @@ def figures(cfg: ReacherConfig, rows: list[dict], run_dir: Path, folder: Path, o
     fig.tight_layout()
     fig.savefig(out / f"{stem}_rollout.png", dpi=110)
     plt.close(fig)
+    atomic_write_text(probe_table(rows, run_dir, data), out / f"{stem}_probe.md")
+
+
+def probe_table(rows: list[dict], run_dir: Path, data: dict, horizons=(0, 1, 2, 5)) -> str:
+    """The pose diagnostics of every trained model (:func:`pose_probe`, :func:`latent_pose_error`)."""
+    lines = ["# Reacher world models: does the latent see the arm, and do the dynamics move it?", "",
+             "- pose probe R^2: ridge regression from the encoded latent to (sin, cos) of the joint angles, "
+             "fitted on the first 75% of the stored random-policy episodes, scored on the rest",
+             "- latent pose error (rad): the latent predicted k actions ahead (k = 0: the encoded frame) is matched "
+             "to its nearest encoded frame of the fitting episodes; the larger joint's angle error of that frame "
+             "against the pose reached, mean over every start of the held-out episodes; `chance` matches a random frame",
+             "", "| model | seed | pose probe R^2 | " + " | ".join(f"error k={k}" for k in horizons) + " | chance |",
+             "|---|---|---|" + "---|" * (len(horizons) + 1)]
+    for r in rows:
+        model, _ = load_checkpoint(run_dir / f"{r['model']}_seed{r['seed']}.pt")
+        err = latent_pose_error(model, data, horizons)
+        lines.append(f"| {r['model']} | {r['seed']} | {pose_probe(model, data):.3f} | "
+                     + " | ".join(f"{err[k]:.3f}" for k in horizons) + f" | {err['chance']:.3f} |")
+    return "\n".join(lines) + "\n"
 
 
 def cmd_figure(args) -> None:
