@@ -4,10 +4,14 @@ symplectic field dynamics, and a cross-entropy-method planner in latent space.
 The world model of the Metriplector paper (Oprisa & Toth 2026, section 3.5), built from the
 library's primitives:
 
-* an encoder of 64x64 RGB frames into a (D, 8, 8) latent grid (three stride-2 stages of two 3x3
-  convolutions with GroupNorm and SiLU, then a 1x1 map to D channels), and an EMA copy of it (the
-  target encoder) that provides the prediction targets; variance and covariance regularisation of
-  the online latents keep them from collapsing (:func:`variance_covariance`);
+* an encoder of ``history`` stacked 64x64 RGB frames (the current and, with ``history=2``, the
+  previous one: a single frame does not show the arm's velocity) into a (D, 8, 8) latent grid
+  (three stride-2 stages of two 3x3 convolutions with GroupNorm and SiLU, then a 1x1 map to D
+  channels), and an EMA copy of it (the target encoder) that provides the prediction targets;
+  variance and covariance regularisation of the online latents (:func:`variance_covariance`);
+* optionally a pixel :class:`Decoder` whose reconstruction of the newest frame, from every online
+  and every predicted latent, enters the loss. Without it the encoder collapsed in our CPU runs:
+  the variance term was met by the static background and the latents ignored the arm;
 * dynamics ``z_{t+1} = F(z_t, u_t)`` by ``layers`` non-shared :class:`PortHamiltonianLayer` blocks.
   Each block makes C fresh fields from the latent, organised as C/2 canonical conjugate pairs,
   and evolves them ``substeps`` times under
@@ -33,7 +37,8 @@ action as two broadcast input channels, with the same encoder, heads and trainin
 
 Departures from the paper, for a CPU budget: smaller widths (the paper's encoder alone has 560K
 parameters) and 8 fields (4 pairs) instead of 16 in the CPU preset; no post-residual GroupNorm,
-since the targets come from the unnormalised EMA encoder.
+since the targets come from the unnormalised EMA encoder. The two-frame observations and the
+reconstruction term are ours (the paper's model is decoder-free).
 """
 
 from __future__ import annotations

@@ -107,7 +107,8 @@ PRESETS = {
     "smoke": ReacherConfig(episodes=3, episode_steps=8, latent=8, widths=(8, 8, 8), layers=1, fields=4, steps=3,
                            batch=2, sequence=4, warmup_ar=1, eval_every=2, eval_episodes=1, budget=2, goal_steps=2,
                            horizon=2, population=8, elites=2, iterations=1),
-    # the CPU preset: collection (128 s) + both models in parallel (--jobs 2) + the evaluation: 19 min on 2 cores
+    # the CPU preset: collection (75-128 s) + both models in parallel (--jobs 2, 24 min) + the evaluation: 27 min on
+    # 2 cores for one seed (2026-12-05)
     "cpu": ReacherConfig(),
     # the paper's scale (10K random episodes, 913K parameters, 300 candidates x 30 iterations), for a GPU
     "paper": ReacherConfig(episodes=10000, latent=64, widths=(64, 128, 192), layers=4, fields=16, steps=50000,
