@@ -526,7 +526,7 @@ def cmd_figure(args) -> None:
         raise UsageError(f"no results at {payload}: run 'train --preset {args.preset}' first")
     rows = json.loads(payload.read_text())["rows"]
     figures(cfg, rows, run_dir, data_dir(out, cfg), out, f"reacher_{args.preset}")
-    print(f"wrote {out}/reacher_{args.preset}_curves.png and _rollout.png", flush=True)
+    print(f"wrote {out}/reacher_{args.preset}_curves.png, _rollout.png and _probe.md", flush=True)
 
 
 def cmd_eval(args) -> None:
