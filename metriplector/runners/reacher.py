@@ -386,10 +386,11 @@ def cmd_train(args) -> None:
     calls = {(k, s): (cfg, k, s, str(run_dir), str(folder), args.device) for s in args.seeds for k in kinds}
     done = run_jobs(train_one, calls, args.jobs)
     rows = [done[key] for key in calls]
+    data = load_data(folder, cfg)
     for r in rows:  # every trained model and the references, on the same fresh episodes
         model, _ = load_checkpoint(run_dir / f"{r['model']}_seed{r['seed']}.pt")
         r["eval"] = evaluate(cfg, "model", args.eval_seed, cfg.eval_episodes, model)
-        r["pose_r2"] = pose_probe(model, load_data(folder, cfg))
+        r["pose_r2"] = pose_probe(model, data)
     refs = {p: evaluate(cfg, p, args.eval_seed, cfg.eval_episodes) for p in ("oracle", "random")}
     text = table(cfg, args.preset, rows, refs, command_line(args.prog, args.argv), time.time() - start, args.jobs)
     if args.save:
