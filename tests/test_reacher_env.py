@@ -75,6 +75,7 @@ def test_reacher_cli_smoke_trains_ships_and_evaluates(tmp_path, capsys):
     out, ck = tmp_path / "out", tmp_path / "ck"
     main(["reacher", "train", "--preset", "smoke", "--out", str(out), "--checkpoints", str(ck), "--ship"])
     assert (out / "reacher_smoke_rollout.png").exists() and (out / "reacher_smoke_curves.png").exists()
+    assert (out / "reacher_smoke_success.png").exists()
     probe = (out / "reacher_smoke_probe.md").read_text()
     assert probe.count("| metriplector | 0 |") == 1 and probe.count("| conv | 0 |") == 1
     payload = json.loads((out / "reacher_smoke.json").read_text())

@@ -346,7 +346,8 @@ def evaluate(cfg: ReacherConfig, policy: str, seed: int, episodes: int, model: W
     rows = [run_episode(cfg, policy, seed + k, model) for k in tqdm(range(episodes), desc=f"eval {policy}", disable=None)]
     return {"success_rate": float(np.mean([r["success"] for r in rows])),
             "mean_return": float(np.mean([r["return"] for r in rows])), "episodes": episodes, "seed": seed,
-            "wall_time_s": round(time.time() - t0, 1)}
+            "wall_time_s": round(time.time() - t0, 1),
+            "success_steps": [r["steps"] if r["success"] else None for r in rows]}
 
 
 # -------------------------------------------------------------------------------------- commands
@@ -395,7 +396,7 @@ def cmd_train(args) -> None:
     text = table(cfg, args.preset, rows, refs, command_line(args.prog, args.argv), time.time() - start, args.jobs)
     if args.save:
         write_results(out, f"reacher_{args.preset}", text, {"rows": rows, "references": refs}, cfg)
-        figures(cfg, rows, run_dir, folder, out, f"reacher_{args.preset}")
+        figures(cfg, rows, run_dir, folder, out, f"reacher_{args.preset}", refs)
         if args.ship:
             seed = min(args.seeds)
             for kind in kinds:
@@ -447,7 +448,7 @@ def episode_observations(frames: torch.Tensor, history: int) -> torch.Tensor:
 
 @torch.no_grad()
 def figures(cfg: ReacherConfig, rows: list[dict], run_dir: Path, folder: Path, out: Path, stem: str,
-            episode: int = -1, pool: int = 40) -> None:
+            refs: dict | None = None, episode: int = -1, pool: int = 40) -> None:
     """Training curves, and an open-loop rollout of each model along one stored episode: the true
     frames against, per model, the decoded predicted latent (a model with a decoder) or else the
     stored frame whose target latent is nearest to it (the pool is ``pool`` other episodes)."""
@@ -498,6 +499,29 @@ def figures(cfg: ReacherConfig, rows: list[dict], run_dir: Path, folder: Path, o
     fig.savefig(out / f"{stem}_rollout.png", dpi=110)
     plt.close(fig)
     atomic_write_text(probe_table(rows, run_dir, data), out / f"{stem}_probe.md")
+    if refs is not None:
+        success_figure(cfg, rows, refs, out / f"{stem}_success.png")
+
+
+def success_figure(cfg: ReacherConfig, rows: list[dict], refs: dict, path: Path) -> None:
+    """The fraction of evaluation episodes that reached the goal within k actions, per planner."""
+    plt = pyplot()
+    if plt is None:
+        return
+    fig, ax = plt.subplots(figsize=(6, 4))
+    k = np.arange(1, cfg.budget + 1)
+    colours = {"metriplector": "C0", "conv": "C1"}
+    curves = [(f"{r['model']} seed {r['seed']}", r["eval"], dict(color=colours.get(r["model"]), alpha=0.8)) for r in rows]
+    curves += [(f"{p} (reference)", e, dict(color="k" if p == "oracle" else "gray", ls="--")) for p, e in refs.items()]
+    for label, e, style in curves:
+        steps = np.array([s for s in e["success_steps"] if s is not None])
+        ax.step(k, [(steps <= j).sum() / e["episodes"] for j in k], where="post", label=label, **style)
+    ax.set(xlabel="actions taken", ylabel="fraction of episodes at the goal", ylim=(0, 1.02),
+           title=f"goal reaching, {refs[next(iter(refs))]['episodes']} fresh episodes")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def probe_table(rows: list[dict], run_dir: Path, data: dict, horizons=(0, 1, 2, 5)) -> str:
@@ -525,9 +549,20 @@ def cmd_figure(args) -> None:
     payload = out / f"reacher_{args.preset}.json"
     if not payload.is_file():
         raise UsageError(f"no results at {payload}: run 'train --preset {args.preset}' first")
-    rows = json.loads(payload.read_text())["rows"]
-    figures(cfg, rows, run_dir, data_dir(out, cfg), out, f"reacher_{args.preset}")
-    print(f"wrote {out}/reacher_{args.preset}_curves.png, _rollout.png and _probe.md", flush=True)
+    results = json.loads(payload.read_text())
+    rows, refs = results["rows"], results["references"]
+    evals = [(r["eval"], lambda r=r: load_checkpoint(run_dir / f"{r['model']}_seed{r['seed']}.pt")[0], "model")
+             for r in rows] + [(e, lambda: None, p) for p, e in refs.items()]
+    if any("success_steps" not in e for e, _, _ in evals):  # results from before the step counts were stored
+        for e, model, policy in evals:
+            again = evaluate(cfg, policy, e["seed"], e["episodes"], model())
+            if again["success_rate"] != e["success_rate"]:
+                print(f"note: re-evaluating {policy} gave success {again['success_rate']:.2f}, recorded "
+                      f"{e['success_rate']:.2f}", flush=True)
+            e["success_steps"] = again["success_steps"]
+        atomic_write_text(json.dumps(results, indent=1, default=float), payload)
+    figures(cfg, rows, run_dir, data_dir(out, cfg), out, f"reacher_{args.preset}", refs)
+    print(f"wrote {out}/reacher_{args.preset}_curves.png, _rollout.png, _success.png and _probe.md", flush=True)
 
 
 def cmd_eval(args) -> None:
