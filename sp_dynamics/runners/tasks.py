@@ -156,6 +156,11 @@ def _data_for_run(path: str, model, derivatives: str):
     return data
 
 
+def _check_instance(i: int, data, path: str) -> None:
+    if not 0 <= i < data.x.shape[0]:
+        raise UsageError(f"--instance must be in [0, {data.x.shape[0]}) for {path}")
+
+
 def adapt_main(argv: list[str] | None = None) -> None:
     """Adapt a finished meta-training run to the systems in a data file (one latent each)."""
     p = Parser(prog="sp-dynamics adapt", description=adapt_main.__doc__)
@@ -206,11 +211,8 @@ def evaluate_main(argv: list[str] | None = None) -> None:
         from ..serialization import load
 
         model = load(args.run)
-        data = load_trajectories(args.data, derivatives=args.derivatives)
-        if data.dim != model.dim:
-            raise UsageError(f"{args.data} holds {data.dim}-dimensional states, the model in {args.run} takes {model.dim}")
-        if not 0 <= args.instance < data.x.shape[0]:
-            raise UsageError(f"--instance must be in [0, {data.x.shape[0]}) for {args.data}")
+        data = _data_for_run(args.data, model, args.derivatives)
+        _check_instance(args.instance, data, args.data)
         _print_json({"model": args.run, "instance": args.instance, **_scores([model], _one(data, args.instance))})
         return
     model, latents = load_run(args.run)
@@ -251,8 +253,7 @@ def fit_main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", required=True, help="folder for the fitted model (sp_dynamics.load reads it)")
     args = p.parse_args(argv)
     data = load_trajectories(args.data, derivatives=args.derivatives)
-    if not 0 <= args.instance < data.x.shape[0]:
-        raise UsageError(f"--instance must be in [0, {data.x.shape[0]}) for {args.data}")
+    _check_instance(args.instance, data, args.data)
     cfg = apply_overrides(FitConfig(seed=args.seed), args.overrides)
     torch.manual_seed(args.seed)
     if not 0 <= args.separable <= data.dim // 2:
