@@ -350,7 +350,7 @@ def world_model_loss(model: WorldModel, frames: Tensor, actions: Tensor, rewards
         newest = frames[:, :, :3]
         w = None
         if recon_focus > 0:
-            size = model.decoder(online[:1, 0]).shape[-2:]
+            size = tuple(n * model.decoder.upsample for n in online.shape[-2:])   # the decoder's output size
             small = F.adaptive_avg_pool2d(newest.flatten(0, 1), size).unflatten(0, (B, T1))
             moving = ((small - small.median(1, keepdim=True).values).abs().sum(2, keepdim=True) > 0.1).float()
             w = 1.0 + recon_focus * moving

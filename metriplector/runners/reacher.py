@@ -396,7 +396,7 @@ def cmd_train(args) -> None:
     text = table(cfg, args.preset, rows, refs, command_line(args.prog, args.argv), time.time() - start, args.jobs)
     if args.save:
         write_results(out, f"reacher_{args.preset}", text, {"rows": rows, "references": refs}, cfg)
-        figures(cfg, rows, run_dir, folder, out, f"reacher_{args.preset}", refs)
+        figures(cfg, rows, run_dir, data, out, f"reacher_{args.preset}", refs)
         if args.ship:
             seed = min(args.seeds)
             for kind in kinds:
@@ -447,7 +447,7 @@ def episode_observations(frames: torch.Tensor, history: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def figures(cfg: ReacherConfig, rows: list[dict], run_dir: Path, folder: Path, out: Path, stem: str,
+def figures(cfg: ReacherConfig, rows: list[dict], run_dir: Path, data: dict, out: Path, stem: str,
             refs: dict | None = None, episode: int = -1, pool: int = 40) -> None:
     """Training curves, and an open-loop rollout of each model along one stored episode: the true
     frames against, per model, the decoded predicted latent (a model with a decoder) or else the
@@ -468,7 +468,6 @@ def figures(cfg: ReacherConfig, rows: list[dict], run_dir: Path, folder: Path, o
     fig.tight_layout()
     fig.savefig(out / f"{stem}_curves.png", dpi=110)
     plt.close(fig)
-    data = load_data(folder, cfg)
     ep = episode % len(data["frames"])
     others = [k for k in range(len(data["frames"])) if k != ep][:pool]
     pool_frames = data["frames"][others].flatten(0, 1)
@@ -525,7 +524,8 @@ def success_figure(cfg: ReacherConfig, rows: list[dict], refs: dict, path: Path)
 
 
 def probe_table(rows: list[dict], run_dir: Path, data: dict, horizons=(0, 1, 2, 5)) -> str:
-    """The pose diagnostics of every trained model (:func:`pose_probe`, :func:`latent_pose_error`)."""
+    """The pose diagnostics of every trained model (:func:`pose_probe`, as recorded by ``train``
+    when the row has it, and :func:`latent_pose_error`)."""
     lines = ["# Reacher world models: does the latent see the arm, and do the dynamics move it?", "",
              "- pose probe R^2: ridge regression from the encoded latent to (sin, cos) of the joint angles, "
              "fitted on the first 75% of the stored random-policy episodes, scored on the rest",
@@ -537,7 +537,8 @@ def probe_table(rows: list[dict], run_dir: Path, data: dict, horizons=(0, 1, 2, 
     for r in rows:
         model, _ = load_checkpoint(run_dir / f"{r['model']}_seed{r['seed']}.pt")
         err = latent_pose_error(model, data, horizons)
-        lines.append(f"| {r['model']} | {r['seed']} | {pose_probe(model, data):.3f} | "
+        r2 = r["pose_r2"] if "pose_r2" in r else pose_probe(model, data)
+        lines.append(f"| {r['model']} | {r['seed']} | {r2:.3f} | "
                      + " | ".join(f"{err[k]:.3f}" for k in horizons) + f" | {err['chance']:.3f} |")
     return "\n".join(lines) + "\n"
 
@@ -561,7 +562,7 @@ def cmd_figure(args) -> None:
                       f"{e['success_rate']:.2f}", flush=True)
             e["success_steps"] = again["success_steps"]
         atomic_write_text(json.dumps(results, indent=1, default=float), payload)
-    figures(cfg, rows, run_dir, data_dir(out, cfg), out, f"reacher_{args.preset}", refs)
+    figures(cfg, rows, run_dir, load_data(data_dir(out, cfg), cfg), out, f"reacher_{args.preset}", refs)
     print(f"wrote {out}/reacher_{args.preset}_curves.png, _rollout.png, _success.png and _probe.md", flush=True)
 
 
