@@ -66,6 +66,11 @@ def cayley_advect(phi: Tensor, a: Tensor, K: Tensor, h: float) -> Tensor:
     canonical J are degenerate, and their derivative is not defined."""
     if not torch.is_grad_enabled() or not (phi.requires_grad or a.requires_grad or K.requires_grad):
         return _cayley_spectral(phi, a, K, h)
+    return _cayley_solve(phi, a, K, h)
+
+
+def _cayley_solve(phi: Tensor, a: Tensor, K: Tensor, h: float) -> Tensor:
+    """:func:`cayley_advect` by one C x C linear solve per position (differentiable)."""
     eye = torch.eye(K.shape[0], dtype=phi.dtype, device=phi.device)
     half = (0.5 * h * a).permute(0, 2, 3, 1)[..., None] * K               # (B, H, W, C, C)
     rhs = phi.permute(0, 2, 3, 1).unsqueeze(-1)

@@ -130,3 +130,12 @@ def test_layer_forward_backward_and_identity_init(step):
         layer(torch.zeros(2, 5, 5, 6, dtype=F64))
     with pytest.raises(ValueError, match="even"):
         FieldCoupling(3, canonical=True)
+
+
+def test_cayley_benchmark_smoke():
+    # Catches: the benchmark script drifting from the layer's private paths it times (an import or
+    # signature change would only surface when someone runs it).
+    from experiments.bench_cayley import bench
+
+    row = bench(batch=2, repeats=1)
+    assert row["agreement"] < 1e-5 and row["spectral_s"] > 0 and row["solve_s"] > 0
