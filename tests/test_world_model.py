@@ -207,3 +207,32 @@ def test_latent_pose_error_rewards_right_dynamics_and_penalises_frozen_ones():
     right, frozen = latent_pose_error(Fake(True), data, (0, 3)), latent_pose_error(Fake(False), data, (0, 3))
     assert right[0] == frozen[0] and right[3] < 0.5 * frozen[3]
     assert right[3] < 0.5 * right["chance"]
+
+
+def test_eval_scores_the_shipped_checkpoint_on_recorded_episodes(tmp_path, capsys):
+    # Catches: the shipped Reacher checkpoint no longer loading or scoring recorded episodes the user
+    # names (no MuJoCo needed), and bad episode folders surfacing as tracebacks instead of one line.
+    import json
+
+    import numpy as np
+
+    from metriplector.runners.reacher import main
+    from sp_dynamics.cli import run_main
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "episodes"
+    folder.mkdir()
+    for k in range(6):
+        q = np.cumsum(rng.uniform(-0.2, 0.2, (7, 2)), 0)
+        np.savez(folder / f"ep{k}.npz", frames=rng.integers(0, 255, (7, 64, 64, 3), dtype=np.uint8),
+                 actions=rng.uniform(-1, 1, (6, 2)), rewards=np.zeros(6), qpos=q, qvel=np.zeros((7, 2)))
+    assert run_main(main, ["eval", "--stored", str(folder)], False) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["episodes"] == 6 and line["model"] == "metriplector"
+    assert all(np.isfinite(line[f"pose_error_k{k}"]) for k in (0, 1, 2, 5)) and np.isfinite(line["pose_r2"])
+    assert line["pose_error_chance"] > line["pose_error_k0"]
+    (folder / "ep9.npz").write_bytes(b"garbage")
+    assert run_main(main, ["eval", "--stored", str(folder)], False) == 2
+    assert "ep9.npz" in capsys.readouterr().err
+    assert run_main(main, ["eval", "--stored", str(tmp_path / "nowhere")], False) == 2
+    assert "at least 5 episode" in capsys.readouterr().err

@@ -4,6 +4,7 @@
     sp-dynamics reacher train --preset cpu --jobs 2         # both world models, same data, same budget
     sp-dynamics reacher eval --checkpoint ckpt.pt --episodes 20 --seed 50000   # one JSON line
     sp-dynamics reacher eval --policy oracle                # the true-simulator and random references
+    sp-dynamics reacher eval --stored DIR                   # pose diagnostics on recorded episodes (one JSON line)
     sp-dynamics reacher figure --preset cpu                 # curves and open-loop rollouts
 
 (``python -m experiments.reacher ...`` in a checkout writes to ``experiments/results``.) Needs the
@@ -139,7 +140,11 @@ def run_folder(out: Path, preset: str, cfg: ReacherConfig) -> Path:
 
 
 def load_data(folder: Path, cfg: ReacherConfig) -> dict[str, torch.Tensor]:
-    eps = [load_episode(folder / f"episode_{k:05d}.npz") for k in range(cfg.episodes)]
+    return stack_episodes([load_episode(folder / f"episode_{k:05d}.npz") for k in range(cfg.episodes)], cfg)
+
+
+def stack_episodes(eps: list[dict], cfg: ReacherConfig) -> dict[str, torch.Tensor]:
+    """Loaded episodes of one length as batched tensors."""
     return {"frames": torch.from_numpy(np.stack([e["frames"] for e in eps])),           # (N, T+1, 64, 64, 3) uint8
             "actions": torch.from_numpy(np.stack([e["actions"] for e in eps])).float(),
             "rewards": torch.from_numpy(np.stack([e["rewards"] for e in eps])).float() / cfg.action_repeat,
@@ -570,6 +575,8 @@ def cmd_eval(args) -> None:
     if args.episodes < 1:
         raise UsageError(f"--episodes must be >= 1, got {args.episodes}")
     cfg = _config(args)
+    if args.stored is not None:
+        return eval_stored(args, cfg)
     model = None
     if args.policy == "model":
         model, blob = load_checkpoint(args.checkpoint)
@@ -578,6 +585,28 @@ def cmd_eval(args) -> None:
     if model is not None:
         line.update(model=blob["kind"], checkpoint=str(args.checkpoint))
     print(json.dumps(line))
+
+
+def eval_stored(args, cfg: ReacherConfig) -> None:
+    """``eval --stored DIR``: the pose diagnostics of a checkpoint on episodes the user recorded
+    (one ``.npz`` per episode as ``collect`` writes them, with frames; at least 5, of one length)."""
+    folder = Path(args.stored)
+    files = sorted(folder.glob("*.npz")) if folder.is_dir() else []
+    if len(files) < 5:
+        raise UsageError(f"--stored {folder}: need a folder with at least 5 episode .npz files, found {len(files)}")
+    try:
+        eps = [load_episode(f) for f in files]
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    model, blob = load_checkpoint(args.checkpoint)
+    for f, ep in zip(files, eps):
+        if ep["frames"].shape[1:] != (model.image, model.image, 3) or len(ep["actions"]) != len(eps[0]["actions"]):
+            raise UsageError(f"{f}: need {model.image}x{model.image} RGB frames and {len(eps[0]['actions'])} actions like "
+                             f"{files[0].name}, got frames {ep['frames'].shape} and {len(ep['actions'])} actions")
+    data = stack_episodes(eps, dataclasses.replace(cfg, action_repeat=blob["action_repeat"]))
+    err = latent_pose_error(model, data)
+    print(json.dumps({"stored": str(folder), "episodes": len(eps), "model": blob["kind"], "checkpoint": str(args.checkpoint),
+                      "pose_r2": pose_probe(model, data), **{f"pose_error_{k if k == 'chance' else f'k{k}'}": v for k, v in err.items()}}))
 
 
 def main(argv: list[str] | None = None, *, default_results=None, default_checkpoints=None,
@@ -600,6 +629,9 @@ def main(argv: list[str] | None = None, *, default_results=None, default_checkpo
     e.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="the task and CEM settings")
     e.add_argument("--episodes", type=int, default=20)
     e.add_argument("--seed", type=int, default=50000, help="first env seed (fresh seeds: not the data's)")
+    e.add_argument("--stored", default=None, metavar="DIR",
+                   help="instead of planning: the pose probe and latent pose errors of the checkpoint on recorded "
+                        "episodes in DIR (.npz files as 'collect' writes them)")
     e.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
     args.argv, args.prog, args.default_results = list(sys.argv[1:] if argv is None else argv), prog, default_results
