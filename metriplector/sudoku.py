@@ -19,7 +19,10 @@ embeddings (token 0 = blank). Each of ``rounds`` recurrent rounds (weights share
    reads the scans and the object features;
 5. the gradient-energy ("dissipation") readout ``D_i = 1/2 sum_j w_ij (phi_i - phi_j)^2`` per
    field (the diagonal of the stress-energy tensor, paper Sec. 5), then a residual update of
-   the hidden state and a decoder to 9 digit logits.
+   the hidden state and a decoder to 9 digit logits. The decoder reads the full feature set as
+   in the paper (hidden state, fields, dissipation, scans, object features, position);
+   ``readout="hidden"`` reads the hidden state, fields and dissipation only (the checkpoints
+   shipped before 2026-12-05 were trained so).
 
 The model returns the logits of every round (deep supervision trains all of them).
 
@@ -114,8 +117,11 @@ class SudokuMetriplector(nn.Module):
 
     def __init__(self, width: int = 64, fields: int = 8, objects: int = 16, object_fields: int = 4,
                  scan_width: int = 8, rounds: int = 16, tau_start: float = 2.0, tau_end: float = 0.5,
-                 assign_tau: float = 1.0, rtol: float = 1e-4, max_iter: int = 200):
+                 assign_tau: float = 1.0, rtol: float = 1e-4, max_iter: int = 200, readout: str = "full"):
         super().__init__()
+        if readout not in ("hidden", "full"):
+            raise ValueError(f"readout must be 'hidden' or 'full', got {readout!r}")
+        self.readout = readout
         self.width, self.fields, self.objects, self.object_fields = width, fields, objects, object_fields
         self.rounds, self.tau_start, self.tau_end, self.assign_tau = rounds, tau_start, tau_end, assign_tau
         self.rtol, self.max_iter = rtol, max_iter
@@ -132,7 +138,8 @@ class SudokuMetriplector(nn.Module):
         self.node = MLP(3 * d + object_fields, 2 * fields, hidden=d, depth=1, act="silu")
         self.update = MLP(3 * d + object_fields + 2 * fields, d, hidden=2 * d, depth=1, act="silu")
         self.norm = nn.LayerNorm(d)
-        self.decoder = MLP(d + 2 * fields, 9, hidden=d, depth=1, act="silu")
+        extra = 2 * d + object_fields + P if readout == "full" else 0   # scans, objects, position
+        self.decoder = MLP(d + 2 * fields + extra, 9, hidden=d, depth=1, act="silu")
         self.lattice = GridGraph(9, 9, connectivity=8)
         pairs = torch.combinations(torch.arange(objects), 2)
         self.object_graph = EdgeGraph(pairs, objects)
@@ -187,7 +194,8 @@ class SudokuMetriplector(nn.Module):
             dissipation = self.lattice.degree(flux, phi) / 2                       # (B, C, 9, 9)
             phys = torch.cat([phi, dissipation], 1).reshape(B, 2 * self.fields, 81).transpose(1, 2)
             h = self.norm(h + self.update(torch.cat([u, scans, objs, phys], -1)))
-            logits = self.decoder(torch.cat([h, phys], -1))
+            feats = [h, phys] + ([scans, objs, pos] if self.readout == "full" else [])
+            logits = self.decoder(torch.cat(feats, -1))
             out.append(logits)
             tau = self.tau_start + (self.tau_end - self.tau_start) * progress
             prob = torch.softmax(logits / tau, -1)

@@ -91,6 +91,7 @@ def test_directional_scans_sum_the_cells_beyond():
 
 @pytest.mark.parametrize("cls, kwargs", [
     (SudokuMetriplector, dict(width=16, fields=2, objects=4, object_fields=2, scan_width=2, rounds=3)),
+    (SudokuMetriplector, dict(width=16, fields=2, objects=4, object_fields=2, scan_width=2, rounds=3, readout="full")),
     (RecurrentRelationalNet, dict(width=16, rounds=3)),
 ])
 def test_smoke_training_lowers_the_loss(puzzles, cls, kwargs):
@@ -111,6 +112,29 @@ def test_smoke_training_lowers_the_loss(puzzles, cls, kwargs):
     assert np.isfinite(losses).all() and losses[-1] < losses[0] - 0.05
     grid = fill_givens(q, out[-1])
     assert torch.equal(grid[q > 0], q[q > 0]) and int(grid.min()) >= 1
+
+
+def test_validation_rounds_picks_the_best_round(puzzles):
+    # catches: the test-time round count being chosen off by one, by the last round instead of the
+    # best, or by blank-cell accuracy before exact solves
+    from metriplector.runners.sudoku import PRESETS, validation_rounds
+
+    quizzes, solutions, _ = puzzles
+    q, s = torch.from_numpy(quizzes), torch.from_numpy(solutions)
+    right = torch.nn.functional.one_hot(s - 1, 9).float()
+    wrong = torch.nn.functional.one_hot(s % 9, 9).float()        # every blank cell wrong
+    rows, first_blank = torch.arange(len(q)), (q == 0).float().argmax(-1)
+    one_off = right.clone()
+    one_off[rows, first_blank] = wrong[rows, first_blank]          # one blank cell of each board wrong
+
+    class Scripted(torch.nn.Module):
+        rounds = 3
+
+        def forward(self, quizzes, rounds=None):   # round 3 and 4 solve every board: 3 (the fewer) wins
+            script = [wrong, one_off, right, right, one_off, wrong]
+            return [script[k][: len(quizzes)] for k in range(rounds or self.rounds)]
+
+    assert validation_rounds(Scripted(), q, s, PRESETS["smoke"]) == 3
 
 
 def test_models_refuse_bad_quizzes():
@@ -214,6 +238,7 @@ def test_sudoku_cli_train_resume_eval_generate(tmp_path, capsys):
     assert (out / "sudoku_smoke.md").exists() and (ck / "sudoku_metriplector.pt").exists()
     row = json.loads((out / "sudoku_smoke.json").read_text())[0]
     assert row["curve"][-1]["step"] == 4 and len(row["test_by_round"]) == 6
+    assert 1 <= row["val_rounds"] <= 6 and row["test_val_rounds"] == row["test_by_round"][row["val_rounds"] - 1]
     # resume: drop the finished files, keep the training state -> no step is retrained
     run_dir = next((out / "runs").iterdir())
     for f in run_dir.glob("metriplector_seed0.json"):
@@ -227,6 +252,8 @@ def test_sudoku_cli_train_resume_eval_generate(tmp_path, capsys):
     assert main(["sudoku", "eval", "--checkpoint", str(ck / "sudoku_rrn.pt"), "--puzzles", str(tmp_path / "new.csv")]) == 0
     line = json.loads(capsys.readouterr().out)
     assert line["count"] == 3 and 0 <= line["exact"] <= 1 and 0 <= line["cells"] <= 1
+    rrn = json.loads((out / "sudoku_smoke.json").read_text())[1]
+    assert rrn["model"] == "rrn" and line["rounds"] == rrn["val_rounds"]   # eval thinks as long as validation chose
     assert main(["sudoku", "generate", "--count", "2", "--seed", "4", "--no-solutions",
                  "--out", str(tmp_path / "quiz.csv")]) == 0
     capsys.readouterr()
@@ -254,3 +281,21 @@ def test_sudoku_cli_mistakes_are_one_line(tmp_path, capsys, argv, message):
     assert main(["sudoku", *argv, *([] if argv[0] != "train" else ["--out", str(tmp_path)])]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
+
+
+def test_checkpoints_from_before_the_readout_option_still_load(tmp_path):
+    # catches: a checkpoint trained with the hidden-state decoder (saved before its kwargs named the
+    # readout) being rebuilt with the full readout, whose decoder has a different input width
+    from metriplector.runners.sudoku import CHECKPOINT_FORMAT, load_checkpoint
+
+    kwargs = dict(width=8, fields=2, objects=3, object_fields=2, scan_width=2, rounds=2)
+    old = SudokuMetriplector(**kwargs, readout="hidden")
+    torch.save({"format": CHECKPOINT_FORMAT, "kind": "metriplector", "kwargs": kwargs, "model": old.state_dict(),
+                "seed": 0, "test": {}}, tmp_path / "old.pt")
+    model, _ = load_checkpoint(tmp_path / "old.pt")
+    assert model.readout == "hidden"
+    q = torch.zeros(1, 81, dtype=torch.long)
+    assert torch.equal(model(q)[-1], old.eval()(q)[-1])
+    assert SudokuMetriplector(**kwargs).readout == "full"
+    with pytest.raises(ValueError, match="readout must be"):
+        SudokuMetriplector(**kwargs, readout="stress")
