@@ -254,6 +254,14 @@ def test_sudoku_cli_train_resume_eval_generate(tmp_path, capsys):
     assert line["count"] == 3 and 0 <= line["exact"] <= 1 and 0 <= line["cells"] <= 1
     rrn = json.loads((out / "sudoku_smoke.json").read_text())[1]
     assert rrn["model"] == "rrn" and line["rounds"] == rrn["val_rounds"]   # eval thinks as long as validation chose
+    # think: more test-time rounds, chosen on validation, shipped with the checkpoint for eval's default
+    assert main(["sudoku", "think", "--preset", "smoke", "--out", str(out), "--max-rounds", "4", "--ship",
+                 "--checkpoints", str(ck)]) == 0
+    thought = json.loads((out / "sudoku_smoke_think.json").read_text())
+    assert [len(r["test_by_round"]) for r in thought] == [4, 4] and (out / "sudoku_smoke_think.md").exists()
+    capsys.readouterr()
+    assert main(["sudoku", "eval", "--checkpoint", str(ck / "sudoku_rrn.pt"), "--puzzles", str(tmp_path / "new.csv")]) == 0
+    assert json.loads(capsys.readouterr().out)["rounds"] == thought[1]["rounds"]
     assert main(["sudoku", "generate", "--count", "2", "--seed", "4", "--no-solutions",
                  "--out", str(tmp_path / "quiz.csv")]) == 0
     capsys.readouterr()
@@ -269,6 +277,8 @@ def test_sudoku_cli_train_resume_eval_generate(tmp_path, capsys):
     (["eval", "--checkpoint", "CORRUPT", "--puzzles", "GOOD"], "corrupt or unreadable sudoku checkpoint"),
     (["generate", "--givens", "10", "20", "--out", "x.csv"], "--givens needs 17"),
     (["train", "--preset", "smoke", "--models", "transformer"], "unknown model 'transformer'"),
+    (["think", "--preset", "smoke", "--seeds", "5"], "no trained metriplector_seed5.pt"),
+    (["think", "--preset", "smoke", "--max-rounds", "0"], "--max-rounds must be >= 1"),
 ])
 def test_sudoku_cli_mistakes_are_one_line(tmp_path, capsys, argv, message):
     from sp_dynamics.cli import main
@@ -278,7 +288,7 @@ def test_sudoku_cli_mistakes_are_one_line(tmp_path, capsys, argv, message):
     (tmp_path / "corrupt.pt").write_bytes(b"junk")
     names = {"BAD": "bad.csv", "MISSING": "missing.csv", "CORRUPT": "corrupt.pt", "GOOD": "good.csv"}
     argv = [str(tmp_path / names[a]) if a in names else a for a in argv]
-    assert main(["sudoku", *argv, *([] if argv[0] != "train" else ["--out", str(tmp_path)])]) == 2
+    assert main(["sudoku", *argv, *([] if argv[0] not in ("train", "think") else ["--out", str(tmp_path)])]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
 

@@ -4,6 +4,7 @@
     sp-dynamics sudoku train --preset cpu --jobs 2        # both models, same data, same budget
     sp-dynamics sudoku eval --puzzles FILE.csv            # one JSON line (the shipped model)
     sp-dynamics sudoku eval --checkpoint ckpt.pt --puzzles FILE.csv --rounds 16
+    sp-dynamics sudoku think --preset cpu --seeds 0 1 2 --max-rounds 32   # test-time rounds, chosen on validation
     sp-dynamics sudoku generate --count 100 --seed 5 --givens 30 45 --out FILE.csv
 
 (``python -m experiments.sudoku ...`` in a checkout writes to ``experiments/results``.)
@@ -263,12 +264,20 @@ def train_one(cfg: SudokuConfig, kind: str, seed: int, run_dir: str, data_dir: s
     return row
 
 
-def validation_rounds(model: torch.nn.Module, vq: torch.Tensor, vs: torch.Tensor, cfg: SudokuConfig) -> int:
-    """The number of test-time rounds (1 .. 2R, trained with R) with the most exact solves on the
-    validation puzzles, blank-cell accuracy breaking ties, then the fewest rounds: how long the
-    model should "think", chosen without looking at the test set."""
-    val = [scores(vq, vs, p)["all"] for p in round_predictions(model, vq, cfg.eval_batch, rounds=2 * cfg.rounds)]
+def best_round(by_round: list[dict]) -> int:
+    """The round (1-based) of a ``scores`` list with the most exact solves, blank-cell accuracy
+    breaking ties, then the fewest rounds."""
+    val = [r["all"] for r in by_round]
     return 1 + max(range(len(val)), key=lambda k: (val[k]["exact"], val[k]["cells"], -k))
+
+
+def validation_rounds(model: torch.nn.Module, vq: torch.Tensor, vs: torch.Tensor, cfg: SudokuConfig,
+                      max_rounds: int | None = None) -> int:
+    """The number of test-time rounds (1 .. ``max_rounds``, default 2R for a model trained with R)
+    that does best on the validation puzzles (:func:`best_round`): how long the model should
+    "think", chosen without looking at the test set."""
+    preds = round_predictions(model, vq, cfg.eval_batch, rounds=max_rounds or 2 * cfg.rounds)
+    return best_round([scores(vq, vs, p) for p in preds])
 
 
 def checkpoint_blob(kind: str, kwargs: dict, model: torch.nn.Module, row: dict) -> dict:
@@ -482,6 +491,84 @@ def cmd_train(args) -> None:
     print(text)
 
 
+def cmd_think(args) -> None:
+    """Re-evaluate the trained models of a run with up to ``--max-rounds`` rounds at test time:
+    the count is chosen on the validation puzzles, the test set is scored at every count."""
+    cfg = apply_overrides(PRESETS[args.preset], args.overrides)
+    kinds = check_models(args.models, MODELS)
+    if args.max_rounds < 1:
+        raise UsageError(f"--max-rounds must be >= 1, got {args.max_rounds}")
+    out = default_out(args.out, args.default_results)
+    run_dir = out / "runs" / f"sudoku-{args.preset}-{config_hash(config_dict(cfg))}"
+    paths = {(k, s): run_dir / f"{k}_seed{s}.pt" for s in args.seeds for k in kinds}
+    missing = [p.name for p in paths.values() if not p.is_file()]
+    if missing:
+        raise UsageError(f"no trained {', '.join(missing)} in {run_dir}: run 'sudoku train' with these settings first")
+    data_dir = out / "sudoku_data"
+    vq, vs, _ = dataset("val", cfg.val, data_dir)
+    eq, es, _ = dataset("test", cfg.test, data_dir)
+    start, rows = time.time(), []
+    for (kind, seed), path in tqdm(paths.items(), desc="sudoku think", disable=None):
+        model, _ = load_checkpoint(path)
+        val = [scores(vq, vs, p) for p in round_predictions(model, vq, cfg.eval_batch, args.max_rounds)]
+        test = [scores(eq, es, p) for p in round_predictions(model, eq, cfg.eval_batch, args.max_rounds)]
+        k = best_round(val)
+        rows.append({"model": kind, "seed": seed, "rounds": k, "val_by_round": val, "test_by_round": test,
+                     "test": test[k - 1]})
+    stem = f"sudoku_{args.preset}_think"
+    text = think_table(cfg, args, rows, time.time() - start)
+    write_results(out, stem, text, rows, cfg)
+    think_figure(rows, out / f"{stem}.png", cfg)
+    if args.ship:  # the first seed's models, now running their chosen count by default in eval
+        seed = min(args.seeds)
+        for r in rows:
+            if r["seed"] == seed:
+                blob = load_blob(paths[(r["model"], seed)], CHECKPOINT_FORMAT, "sudoku checkpoint")
+                atomic_save({**blob, "val_rounds": r["rounds"]}, Path(args.checkpoints) / f"sudoku_{r['model']}.pt")
+        print(f"shipped the seed-{seed} checkpoints with their chosen rounds to {args.checkpoints}", flush=True)
+    print(text)
+
+
+def think_table(cfg: SudokuConfig, args, rows: list[dict], wall: float) -> str:
+    bands = ("17-29", "30+", "all")
+    lines = [f"# Sudoku ({args.preset} preset): thinking longer at test time (trained with {cfg.rounds} rounds)", "",
+             command_line(args.prog, args.argv), machine_line(wall, 1),
+             f"- the number of rounds (1 .. {args.max_rounds}) is chosen per model on the {cfg.val} validation puzzles "
+             f"(most exact solves, then blank cells, then the fewest rounds); the {cfg.test} test puzzles are "
+             "scored at that count. Cells: exact solves / blank-cell accuracy", "",
+             "| model | seed | rounds | " + " | ".join(bands) + " |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['seed']} | {r['rounds']} | " + " | ".join(
+            f"{100 * r['test'][b]['exact']:.1f}% / {100 * r['test'][b]['cells']:.2f}%" for b in bands) + " |")
+    for kind in dict.fromkeys(r["model"] for r in rows):
+        mine = [r for r in rows if r["model"] == kind]
+        if len(mine) > 1:
+            lines.append(f"| {kind} | mean ± std of {len(mine)} | {', '.join(str(r['rounds']) for r in mine)} | "
+                         + " | ".join(f"{percent_stat([r['test'][b]['exact'] for r in mine])}% / "
+                                      f"{percent_stat([r['test'][b]['cells'] for r in mine])}%" for b in bands) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def think_figure(rows: list[dict], path: Path, cfg: SudokuConfig) -> None:
+    plt = pyplot()
+    if plt is None:
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for r in rows:
+        k = np.arange(1, len(r["test_by_round"]) + 1)
+        for ax, band in zip(axes, ("30+", "17-29")):
+            line, = ax.plot(k, [x[band]["exact"] for x in r["test_by_round"]], label=f"{r['model']} seed {r['seed']}")
+            ax.plot(r["rounds"], r["test"][band]["exact"], "o", color=line.get_color())
+    for ax, band in zip(axes, ("30+", "17-29")):
+        ax.axvline(cfg.rounds, color="gray", lw=0.8)
+        ax.set(xlabel="rounds at test time (gray: trained; dots: chosen on validation)", ylabel="exact solves (test)",
+               title=f"{band} givens", ylim=(0, 1))
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def cmd_eval(args) -> None:
     if args.rounds is not None and args.rounds < 1:
         raise UsageError(f"--rounds must be >= 1, got {args.rounds}")
@@ -529,6 +616,15 @@ def main(argv: list[str] | None = None, *, default_results=None, default_checkpo
     e.add_argument("--rounds", type=int, default=None,
                    help="recurrent rounds at test time (default: the count chosen on the validation puzzles)")
     e.add_argument("--batch", type=int, default=250)
+    th = sub.add_parser("think", help="re-score a run's trained models with more test-time rounds, chosen on validation")
+    th.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    th.add_argument("--seeds", type=int, nargs="+", default=[0])
+    th.add_argument("--models", nargs="+", default=list(MODELS), help=f"any of {', '.join(MODELS)}")
+    th.add_argument("--max-rounds", type=int, default=32, help="the most rounds tried (default 32)")
+    th.add_argument("--ship", action="store_true", help="copy the first seed's models, with their chosen rounds, "
+                                                        "to --checkpoints")
+    th.add_argument("--checkpoints", default=default_checkpoints or str(CHECKPOINTS))
+    th.add_run_options(jobs=False)
     gen = sub.add_parser("generate", help="write fresh puzzles with unique solutions to a CSV file")
     gen.add_argument("--count", type=int, default=100)
     gen.add_argument("--seed", type=int, default=0)
@@ -539,7 +635,7 @@ def main(argv: list[str] | None = None, *, default_results=None, default_checkpo
     gen.add_argument("--out", required=True, metavar="FILE.csv")
     args = parser.parse_args(argv)
     args.argv, args.prog, args.default_results = list(sys.argv[1:] if argv is None else argv), prog, default_results
-    {"train": cmd_train, "eval": cmd_eval, "generate": cmd_generate}[args.cmd](args)
+    {"train": cmd_train, "eval": cmd_eval, "think": cmd_think, "generate": cmd_generate}[args.cmd](args)
 
 
 if __name__ == "__main__":
