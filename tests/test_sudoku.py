@@ -309,3 +309,20 @@ def test_checkpoints_from_before_the_readout_option_still_load(tmp_path):
     assert SudokuMetriplector(**kwargs).readout == "full"
     with pytest.raises(ValueError, match="readout must be"):
         SudokuMetriplector(**kwargs, readout="stress")
+
+
+def test_scores_count_exact_solves_cells_and_wrong_cells(puzzles):
+    # catches: givens counted as solved cells, or the wrong-cell count of unsolved boards taken
+    # over all boards (it would hide how far off the failures are)
+    from metriplector.runners.sudoku import scores
+
+    quizzes, solutions, _ = puzzles
+    q, s = torch.from_numpy(quizzes), torch.from_numpy(solutions)
+    pred = s.clone()
+    blanks = (q[0] == 0).nonzero().squeeze(-1)[:3]
+    pred[0, blanks] = s[0, blanks] % 9 + 1                         # three blank cells wrong on board 0
+    got = scores(q, s, pred)["all"]
+    assert got["count"] == len(q) and got["exact"] == pytest.approx((len(q) - 1) / len(q))
+    assert got["cells"] == pytest.approx(1 - 3 / int((q == 0).sum()))
+    assert got["wrong_per_unsolved"] == 3
+    assert scores(q, s, s)["all"]["wrong_per_unsolved"] == 0

@@ -176,13 +176,16 @@ def round_predictions(model: torch.nn.Module, quizzes: torch.Tensor, batch: int,
 
 
 def scores(quizzes: torch.Tensor, solutions: torch.Tensor, pred: torch.Tensor) -> dict:
-    """Exact-solve rate and blank-cell accuracy, overall and per givens band ((N, 81) grids)."""
+    """Exact-solve rate, blank-cell accuracy and the mean number of wrong cells on the boards not
+    solved, overall and per givens band ((N, 81) grids)."""
     def one(mask):
         if not bool(mask.any()):
-            return {"exact": float("nan"), "cells": float("nan"), "count": 0}
+            return {"exact": float("nan"), "cells": float("nan"), "wrong_per_unsolved": float("nan"), "count": 0}
         q, s, p = quizzes[mask], solutions[mask], pred[mask]
         blank = q == 0
+        wrong = ((p != s) & blank).sum(-1)
         return {"exact": float((p == s).all(-1).float().mean()), "cells": float((p == s)[blank].float().mean()),
+                "wrong_per_unsolved": float(wrong[wrong > 0].float().mean()) if bool((wrong > 0).any()) else 0.0,
                 "count": int(mask.sum())}
 
     out = {"all": one(torch.ones(len(quizzes), dtype=torch.bool))}
@@ -401,18 +404,28 @@ def table(cfg: SudokuConfig, preset: str, rows: list[dict], command: str, wall: 
     return "\n".join(lines) + "\n"
 
 
+def model_color(plt, row: dict, rows: list[dict]):
+    """One colour family per model (blue: Metriplector, red: RRN), darker for later seeds."""
+    seeds = sorted({r["seed"] for r in rows})
+    shade = 0.5 + 0.4 * seeds.index(row["seed"]) / max(len(seeds) - 1, 1)
+    return (plt.cm.Blues if row["model"] == "metriplector" else plt.cm.Reds)(shade)
+
+
 def figures(rows: list[dict], out: Path, stem: str, cfg: SudokuConfig) -> None:
     plt = pyplot()
     if plt is None:
         return
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for r in rows:
+        color = model_color(plt, r, rows)
         steps = [c["step"] for c in r["curve"]]
-        axes[0].plot(steps, [c["val_cells"] for c in r["curve"]], label=f"{r['model']} seed {r['seed']}: blank cells")
-        axes[0].plot(steps, [c["val_exact"] for c in r["curve"]], "--", label=f"{r['model']} seed {r['seed']}: exact")
+        axes[0].plot(steps, [c["val_cells"] for c in r["curve"]], color=color,
+                     label=f"{r['model']} seed {r['seed']}: blank cells")
+        axes[0].plot(steps, [c["val_exact"] for c in r["curve"]], "--", color=color, label=f"... exact")
         k = np.arange(1, len(r["test_by_round"]) + 1)
         for band, style in (("17-29", ":"), ("30+", "-")):
-            axes[1].plot(k, [x[band]["exact"] for x in r["test_by_round"]], style, label=f"{r['model']} {band} givens")
+            axes[1].plot(k, [x[band]["exact"] for x in r["test_by_round"]], style, color=color,
+                         label=f"{r['model']} seed {r['seed']}, {band} givens")
     axes[0].set(xlabel="training step", ylabel="validation accuracy", title="learning curves", ylim=(0, 1))
     axes[1].axvline(cfg.rounds, color="gray", lw=0.8)
     axes[1].set(xlabel="rounds at test time (trained with the gray line's)", ylabel="exact solves", ylim=(0, 1),
@@ -557,8 +570,9 @@ def think_figure(rows: list[dict], path: Path, cfg: SudokuConfig) -> None:
     for r in rows:
         k = np.arange(1, len(r["test_by_round"]) + 1)
         for ax, band in zip(axes, ("30+", "17-29")):
-            line, = ax.plot(k, [x[band]["exact"] for x in r["test_by_round"]], label=f"{r['model']} seed {r['seed']}")
-            ax.plot(r["rounds"], r["test"][band]["exact"], "o", color=line.get_color())
+            color = model_color(plt, r, rows)
+            ax.plot(k, [x[band]["exact"] for x in r["test_by_round"]], color=color, label=f"{r['model']} seed {r['seed']}")
+            ax.plot(r["rounds"], r["test"][band]["exact"], "o", color=color)
     for ax, band in zip(axes, ("30+", "17-29")):
         ax.axvline(cfg.rounds, color="gray", lw=0.8)
         ax.set(xlabel="rounds at test time (gray: trained; dots: chosen on validation)", ylabel="exact solves (test)",
