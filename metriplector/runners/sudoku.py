@@ -365,23 +365,12 @@ def table(cfg: SudokuConfig, preset: str, rows: list[dict], command: str, wall: 
             lines.append(f"| {kind} | {mine[0]['params']} | mean ± std of {len(mine)} | {band} | "
                          f"{mine[0]['test'][band]['count']} | {ex}% | {ce}% | {tt:.0f} |")
     lines += ["| paper (Oprisa & Toth 2026), reference, not ours | ~120K | | (its test set) | | 97.2% | | |", ""]
-    chosen = [r for r in rows if "val_rounds" in r]
+    chosen = [{"model": r["model"], "seed": r["seed"], "rounds": r["val_rounds"], "test": r["test_val_rounds"]}
+              for r in rows if "val_rounds" in r]
     if chosen:
         lines += [f"Test at the number of rounds chosen on the validation puzzles (1 .. {2 * cfg.rounds}; the most "
-                  "exact solves there): exact solves / blank cells", "",
-                  "| model | seed | rounds | 17-29 | 30+ | all |", "|---|---|---|---|---|---|"]
-        for r in chosen:
-            t = r["test_val_rounds"]
-            lines.append(f"| {r['model']} | {r['seed']} | {r['val_rounds']} | " + " | ".join(
-                f"{100 * t[b]['exact']:.1f}% / {100 * t[b]['cells']:.2f}%" for b in ("17-29", "30+", "all")) + " |")
-        for kind in dict.fromkeys(r["model"] for r in chosen):
-            mine = [r for r in chosen if r["model"] == kind]
-            if len(mine) > 1:
-                lines.append(f"| {kind} | mean ± std of {len(mine)} | {', '.join(str(r['val_rounds']) for r in mine)} | "
-                             + " | ".join(f"{percent_stat([r['test_val_rounds'][b]['exact'] for r in mine])}% / "
-                                          f"{percent_stat([r['test_val_rounds'][b]['cells'] for r in mine])}%"
-                                          for b in ("17-29", "30+", "all")) + " |")
-        lines.append("")
+                  "exact solves there): exact solves / blank cells", ""]
+        lines += rounds_table(chosen) + [""]
     for r in rows:
         if "objects" in r:
             o = r["objects"]
@@ -543,13 +532,19 @@ def cmd_think(args) -> None:
 
 
 def think_table(cfg: SudokuConfig, args, rows: list[dict], wall: float) -> str:
-    bands = ("17-29", "30+", "all")
     lines = [f"# Sudoku ({args.preset} preset): thinking longer at test time (trained with {cfg.rounds} rounds)", "",
              command_line(args.prog, args.argv), machine_line(wall, 1),
              f"- the number of rounds (1 .. {args.max_rounds}) is chosen per model on the {cfg.val} validation puzzles "
              f"(most exact solves, then blank cells, then the fewest rounds); the {cfg.test} test puzzles are "
-             "scored at that count. Cells: exact solves / blank-cell accuracy", "",
-             "| model | seed | rounds | " + " | ".join(bands) + " |", "|---|---|---|---|---|---|"]
+             "scored at that count. Cells: exact solves / blank-cell accuracy", ""] + rounds_table(rows)
+    return "\n".join(lines) + "\n"
+
+
+def rounds_table(rows: list[dict]) -> list[str]:
+    """Markdown rows of test scores at a chosen number of rounds (``rounds``, ``test`` per row),
+    per band, with mean ± std per model over its seeds."""
+    bands = ("17-29", "30+", "all")
+    lines = ["| model | seed | rounds | " + " | ".join(bands) + " |", "|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['model']} | {r['seed']} | {r['rounds']} | " + " | ".join(
             f"{100 * r['test'][b]['exact']:.1f}% / {100 * r['test'][b]['cells']:.2f}%" for b in bands) + " |")
@@ -559,7 +554,7 @@ def think_table(cfg: SudokuConfig, args, rows: list[dict], wall: float) -> str:
             lines.append(f"| {kind} | mean ± std of {len(mine)} | {', '.join(str(r['rounds']) for r in mine)} | "
                          + " | ".join(f"{percent_stat([r['test'][b]['exact'] for r in mine])}% / "
                                       f"{percent_stat([r['test'][b]['cells'] for r in mine])}%" for b in bands) + " |")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def think_figure(rows: list[dict], path: Path, cfg: SudokuConfig) -> None:
