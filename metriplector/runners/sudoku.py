@@ -71,7 +71,7 @@ class SudokuConfig:
     readout: str = "full"
     assign_tau: float = 1.0
     rounds: int = 8
-    steps: int = 1500
+    steps: int = 3000
     batch: int = 32
     lr: float = 4e-3
     warmup_steps: int = 50
