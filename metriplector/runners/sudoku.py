@@ -410,7 +410,7 @@ def figures(rows: list[dict], out: Path, stem: str, cfg: SudokuConfig) -> None:
         steps = [c["step"] for c in r["curve"]]
         axes[0].plot(steps, [c["val_cells"] for c in r["curve"]], color=color,
                      label=f"{r['model']} seed {r['seed']}: blank cells")
-        axes[0].plot(steps, [c["val_exact"] for c in r["curve"]], "--", color=color, label=f"... exact")
+        axes[0].plot(steps, [c["val_exact"] for c in r["curve"]], "--", color=color, label="... exact")
         k = np.arange(1, len(r["test_by_round"]) + 1)
         for band, style in (("17-29", ":"), ("30+", "-")):
             axes[1].plot(k, [x[band]["exact"] for x in r["test_by_round"]], style, color=color,
