@@ -16,7 +16,9 @@ GENERIC networks did not learn": on a DNO instance Adam stalls near a relative l
 GENERIC networks has poor basins -- E, S and the bracket can split the field in ways that need
 more state dependence than the bracket has -- so :func:`fit` first tries ``restarts``
 initialisations for a few iterations each and continues the best. It stops at ``max_iter``
-evaluations, when the loss falls below ``tol``, or on a plateau.
+evaluations, when the loss falls below ``tol``, or on a plateau. A few iterations do not always
+tell the basins apart; ``FitConfig(starts=k)`` runs k whole fits from independent
+initialisations and keeps the one with the lowest final training loss.
 
 Example::
 
@@ -30,7 +32,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import torch
@@ -56,6 +58,13 @@ class FitConfig:
         restarts: initialisations tried (the model as given is the first); the one with the
             lowest loss after ``restart_iter`` evaluations is continued. 1 = no restarts.
         restart_iter: evaluations each initialisation gets before the choice.
+        starts: whole fits (restarts, main run and Levenberg-Marquardt phase each) from
+            independent initialisations; the one with the lowest final data loss (derivative or
+            trajectory loss without penalties, :attr:`FitResult.data_loss`) is kept.
+            Start 0 is the fit ``starts=1`` gives (the model as given, ``seed``); start s > 0
+            re-initialises the model and uses seed ``seed + 10007 s``. Costs k times the time.
+            On the gas containers the final training loss separates good from bad basins
+            (``experiments/PROTOCOL.md``, "Gas containers"), which short restarts do not.
         history: L-BFGS memory.
         chunk: evaluations per L-BFGS call; progress, plateau test and callback run between calls.
         plateau_window, plateau_rtol: stop when the loss fell by less than the fraction
@@ -93,6 +102,7 @@ class FitConfig:
     max_iter: int = 3000
     restarts: int = 4
     restart_iter: int = 100
+    starts: int = 1
     history: int = 50
     chunk: int = 50
     plateau_window: int = 500
@@ -110,7 +120,7 @@ class FitConfig:
     energy_penalty: float = 0.0
 
     def validate(self) -> None:
-        for name in ("max_iter", "restarts", "restart_iter", "history", "chunk", "plateau_window", "horizon", "substeps"):
+        for name in ("max_iter", "restarts", "restart_iter", "starts", "history", "chunk", "plateau_window", "horizon", "substeps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"FitConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.method not in TRAJECTORY_METHODS:
@@ -136,7 +146,10 @@ class FitResult:
     """What :func:`fit` did: the loss after every evaluation of the main run (then after every
     Levenberg-Marquardt iteration: the derivative-matching loss alone), the loss each restart
     reached, the chosen restart, the number of L-BFGS evaluations and of Levenberg-Marquardt
-    iterations, wall time and why it stopped."""
+    iterations, wall time and why it stopped. ``data_loss`` is the data term alone (derivative
+    or trajectory loss, no penalties) at the final parameters. With ``FitConfig(starts=k)`` these
+    describe the kept start, ``start_losses`` holds every start's ``data_loss``, ``chosen_start``
+    the kept one, and ``seconds`` is the time of all starts together."""
 
     losses: list[float]
     restart_losses: list[float]
@@ -146,6 +159,9 @@ class FitResult:
     stopped: str
     config: FitConfig = field(repr=False, default_factory=FitConfig)
     lm_iterations: int = 0
+    data_loss: float = math.nan
+    start_losses: list[float] = field(default_factory=list)
+    chosen_start: int = 0
 
     @property
     def final_loss(self) -> float:
@@ -285,6 +301,30 @@ def fit(model: nn.Module, x: Tensor, dx: Tensor | None = None, *, t: Tensor | No
     config = config or FitConfig()
     config.validate()
     x, dx, t = _check_data(model, x, dx, t)
+    if config.starts == 1:
+        return _fit_once(model, x, dx, t, config, progress, callback)
+    start = time.time()
+    kept, kept_state, finals = None, None, []
+    for s in range(config.starts):
+        candidate = copy.deepcopy(model)
+        if s > 0:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(config.seed + 10007 * s)
+                reinitialize(candidate)  # parameters only: a standardisation already set stays
+        result = _fit_once(candidate, x, dx, t, replace(config, seed=config.seed + 10007 * s), progress, callback)
+        final = result.data_loss if math.isfinite(result.data_loss) else math.inf
+        finals.append(final)
+        if kept is None or final < min(finals[:-1]):
+            kept, kept_state = result, candidate.state_dict()
+            kept.chosen_start = s
+    model.load_state_dict(kept_state)
+    kept.start_losses, kept.seconds, kept.config = finals, time.time() - start, config
+    return kept
+
+
+def _fit_once(model: nn.Module, x: Tensor, dx: Tensor | None, t: Tensor | None, config: FitConfig,
+              progress: bool | None, callback: Callable[[int, float], None] | None) -> FitResult:
+    """One whole fit (restarts, main L-BFGS run, Levenberg-Marquardt phase) on checked data."""
     if t is not None and (config.lm_iter or config.energy_penalty):
         raise ValueError("fit: FitConfig.lm_iter and energy_penalty need derivative data (dx); "
                          "estimate derivatives first (sp_dynamics.estimate_derivatives) or set them to 0")
@@ -336,8 +376,14 @@ def fit(model: nn.Module, x: Tensor, dx: Tensor | None = None, *, t: Tensor | No
     if config.lm_iter and not stopped.startswith("non-finite"):
         stopped = levenberg_marquardt(model, x, dx, w, config.lm_iter, losses, progress, callback,
                                       points=config.lm_points or None, seed=config.seed)
+    with torch.enable_grad():  # the data term at the final parameters: what starts are chosen by
+        if t is None:
+            data_term = derivative_loss(model, x, dx, w)
+        else:
+            data_term = trajectory_loss(model, t, x, method=config.method, horizon=config.horizon,
+                                        substeps=config.substeps, weights=w)
     return FitResult(losses, restart_losses, chosen, evaluations, time.time() - start, stopped, config,
-                     lm_iterations=len(losses) - evaluations)
+                     lm_iterations=len(losses) - evaluations, data_loss=float(data_term.detach()))
 
 
 def _lbfgs(model: nn.Module, loss_of, max_eval: int, config: FitConfig) -> float:

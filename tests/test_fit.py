@@ -1,6 +1,8 @@
 """The public single-instance trainer ``sp_dynamics.fit`` and the trajectory loss."""
 
+import copy
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -300,7 +302,28 @@ def test_energy_consistency_is_zero_for_a_conserved_energy_and_scale_free():
     assert math.isclose(float(energy_consistency(-3.0 * wrong, dx)), float(energy_consistency(wrong, dx)), rel_tol=1e-12)
 
 
-@pytest.mark.parametrize("bad", [dict(lm_iter=-1), dict(lm_points=-1), dict(energy_penalty=-1.0)])
+def test_whole_fit_starts_keep_the_lowest_final_loss_and_extend_the_single_fit():
+    # Catches: FitConfig(starts=k) returning a start other than the one with the lowest final
+    # training loss, loading another start's parameters into the model, changing what start 0
+    # is (the plain fit), or leaking into the user's random stream.
+    data = make_family_dataset("dno", seed=0, **TINY)
+    x, dx = data.pairs(0)
+    config = FitConfig(max_iter=20, restarts=2, restart_iter=5, chunk=5)
+    torch.manual_seed(2)
+    model = GENERICNet(3, hidden=16, depth=2).double()
+    single = copy.deepcopy(model)
+    plain = fit(single, x, dx, config=config, progress=False)
+    state = torch.get_rng_state()
+    result = fit(model, x, dx, config=replace(config, starts=3), progress=False)
+    assert torch.equal(state, torch.get_rng_state())
+    assert len(result.start_losses) == 3 and len(set(result.start_losses)) == 3
+    assert result.start_losses[0] == plain.data_loss
+    assert result.chosen_start == min(range(3), key=lambda s: result.start_losses[s])
+    assert result.data_loss == min(result.start_losses)
+    assert math.isclose(float(derivative_loss(model, x, dx).detach()), result.data_loss, rel_tol=1e-12)
+
+
+@pytest.mark.parametrize("bad", [dict(lm_iter=-1), dict(lm_points=-1), dict(energy_penalty=-1.0), dict(starts=0)])
 def test_new_fit_settings_are_checked(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         FitConfig(**bad).validate()
