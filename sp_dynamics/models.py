@@ -49,22 +49,42 @@ class KineticPotential(nn.Module):
     of a mechanical system does not depend on where it is, and a network that knows this
     extrapolates the force ``-dU/dq`` to momenta the data never reached (``experiments/PROTOCOL.md``,
     "Gas containers"). (..., n) -> (...).
+
+    ``split=True`` further splits the potential over the further coordinates,
+    ``U(q, s) = sum_k U_k(q, s_k)``, one MLP per s_k: a system of subsystems (gas containers,
+    heat baths) whose internal energies each depend on the shared positions and their own
+    entropy only. Each U_k is then a function of d + 1 variables, which the data's trajectories
+    cover far more densely than the joint (q, s) space (``experiments/PROTOCOL.md``, "Gas
+    containers: the learned energy between trajectories").
     """
 
-    def __init__(self, dim: int, d: int, hidden: int = 64, depth: int = 3, act: str = "tanh"):
+    def __init__(self, dim: int, d: int, hidden: int = 64, depth: int = 3, act: str = "tanh",
+                 split: bool = False):
         super().__init__()
         if not 1 <= d <= dim // 2:
             raise ValueError(f"a separable energy needs 1 <= d <= {dim // 2} (q, p) pairs in a state of dimension {dim}, got {d}")
+        if split and dim == 2 * d:
+            raise ValueError(f"split=True splits the potential over the coordinates after (q, p); a state of "
+                             f"dimension {dim} with d = {d} has none")
         self.d = d
+        self.split = bool(split)
         self.standardize = Standardize(dim)
         self.kinetic = MLP(d, 1, hidden, depth, act)
-        self.potential = MLP(dim - d, 1, hidden, depth, act)
+        if self.split:
+            self.potentials = nn.ModuleList(MLP(d + 1, 1, hidden, depth, act) for _ in range(dim - 2 * d))
+        else:
+            self.potential = MLP(dim - d, 1, hidden, depth, act)
 
     def forward(self, x: Tensor) -> Tensor:
         d = self.d
         y = self.standardize(x)
-        rest = torch.cat([y[..., :d], y[..., 2 * d:]], -1)
-        return (self.kinetic(y[..., d:2 * d]) + self.potential(rest)).squeeze(-1)
+        q = y[..., :d]
+        if self.split:
+            potential = sum(u(torch.cat([q, y[..., 2 * d + k:2 * d + k + 1]], -1))
+                            for k, u in enumerate(self.potentials))
+        else:
+            potential = self.potential(torch.cat([q, y[..., 2 * d:]], -1))
+        return (self.kinetic(y[..., d:2 * d]) + potential).squeeze(-1)
 
 
 @serializable
@@ -183,6 +203,8 @@ class GENERICNet(nn.Module):
         hidden, depth, act: the energy and entropy MLPs.
         separable: d > 0 makes the learned energy :class:`KineticPotential`, ``K(p) + U(q, s)``
             for states ``(q, p, s)`` with d positions and d momenta first (0: one MLP).
+        split_potential: with ``separable``, ``U(q, s) = sum_k U_k(q, s_k)`` (one network per
+            further coordinate; see :class:`KineticPotential`).
         **bracket_kwargs: passed to the bracket when built by name (e.g. ``rank=2``).
 
     Example::
@@ -202,6 +224,7 @@ class GENERICNet(nn.Module):
         depth: int = 3,
         act: str = "tanh",
         separable: int = 0,
+        split_potential: bool = False,
         **bracket_kwargs,
     ):
         super().__init__()
@@ -211,8 +234,11 @@ class GENERICNet(nn.Module):
             raise ValueError(f"bracket dimension {self.bracket.dim} does not match state dimension {dim}")
         if separable and energy is not None:
             raise ValueError("pass either energy=... or separable=d, not both")
+        if split_potential and not separable:
+            raise ValueError("split_potential=True needs separable=d (the number of (q, p) pairs)")
         if separable:
-            self.energy_net = ScalarFunction(KineticPotential(dim, int(separable), hidden, depth, act))
+            self.energy_net = ScalarFunction(KineticPotential(dim, int(separable), hidden, depth, act,
+                                                              split=split_potential))
         else:
             self.energy_net = _scalar(energy, dim, hidden, depth, act)
         self.entropy_net = _scalar(entropy, dim, hidden, depth, act)

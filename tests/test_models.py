@@ -116,6 +116,28 @@ def test_bad_input():
         HamiltonianNN(2, separable=True, energy=lambda x: x.sum(-1))
 
 
+def test_split_potential_couples_each_entropy_to_the_positions_only(tmp_path):
+    # Catches: a split potential U = sum_k U_k(q, s_k) that lets two further coordinates
+    # interact (d2E/ds1 ds2 must vanish for every weight) or drops their coupling to q; the
+    # structure stays exact and the model saves and loads with the option.
+    import sp_dynamics as sp
+
+    torch.manual_seed(0)
+    model = GENERICNet(4, separable=1, split_potential=True).double()
+    x = torch.randn(6, 4, dtype=torch.float64)
+    H = torch.func.vmap(torch.func.hessian(lambda y: model.energy(y)))(x)
+    assert H[:, 2, 3].abs().max() < 1e-14 and H[:, 0, 1].abs().max() < 1e-14 and H[:, 1, 2:].abs().max() < 1e-14
+    assert H[:, 0, 2].abs().min() > 1e-8 and H[:, 0, 3].abs().min() > 1e-8
+    r_l, r_m = model.residuals(x)
+    assert r_l.abs().max() < 1e-10 and r_m.abs().max() < 1e-10
+    with pytest.raises(ValueError, match="needs separable"):
+        GENERICNet(4, split_potential=True)
+    with pytest.raises(ValueError, match="has none"):
+        GENERICNet(4, separable=2, split_potential=True)
+    sp.save(model, tmp_path / "m.pt")
+    assert torch.equal(sp.load(tmp_path / "m.pt")(0.0, x), model(0.0, x))
+
+
 def test_separable_generic_energy_has_no_position_momentum_coupling(tmp_path):
     # Catches: a KineticPotential energy that mixes p into the potential (or q into the kinetic
     # part): its mixed second derivatives d2E/dq dp and d2E/dp ds must vanish for every weight, so

@@ -52,10 +52,16 @@ PRESETS = {
 }
 
 
+ENERGIES = ("mlp", "separable", "split")
+
+
 def build_model(system, bracket: str, energy: str = "mlp") -> torch.nn.Module:
-    """The runner's model: ``energy="separable"`` splits the learned energy as K(p) + U(q, s)."""
-    separable = system.n_dof if energy == "separable" else 0
+    """The runner's model: ``energy="separable"`` splits the learned energy as K(p) + U(q, s),
+    ``"split"`` further as K(p) + sum_k U_k(q, s_k) (GENERIC systems with further coordinates)."""
+    separable = system.n_dof if energy in ("separable", "split") else 0
     if not system.is_generic:
+        if energy == "split":
+            raise UsageError("--energy split needs a GENERIC system (coordinates after (q, p) to split over)")
         return HamiltonianNN(system.dim, separable=bool(separable)).double()
     if bracket == "projection_sd":
         from sp_dynamics.brackets import ProjectionBracket
@@ -63,7 +69,7 @@ def build_model(system, bracket: str, energy: str = "mlp") -> torch.nn.Module:
         return GENERICNet(system.dim, bracket=ProjectionBracket(system.dim, state_dependent=True),
                           separable=separable).double()
     return GENERICNet(system.dim, bracket=bracket.removesuffix("_power"), separable=separable,
-                      **_bracket_kwargs(system, bracket)).double()
+                      split_potential=energy == "split", **_bracket_kwargs(system, bracket)).double()
 
 
 def _bracket_kwargs(system, bracket: str) -> dict:
@@ -86,7 +92,9 @@ def fit_one(system_name: str, bracket: str, cfg: FitBenchConfig, instance: int, 
     result = fit(model, x, dx, config=dataclasses.replace(cfg.fit, seed=seed), progress=False)
     out = {"instance": instance, "seed": seed, "loss": result.final_loss, "evaluations": result.evaluations,
            "lm_iterations": result.lm_iterations,
-           "stopped": result.stopped, "chosen_restart": result.chosen, "restart_losses": result.restart_losses,
+           "data_loss": result.data_loss, "stopped": result.stopped, "chosen_restart": result.chosen,
+           "restart_losses": result.restart_losses, "start_losses": result.start_losses,
+           "chosen_start": result.chosen_start, "n_parameters": sum(p.numel() for p in model.parameters()),
            "fit_s": result.seconds}
     return out | evaluate_fit(model, system, data, instance, label=f"instance {instance} seed {seed}")
 
@@ -115,7 +123,8 @@ def evaluate_fit(model: torch.nn.Module, system, data, instance: int, label: str
 def report(system, bracket: str, cfg: FitBenchConfig, preset: str, rows: list[dict], wall: float, command: str,
            energy: str = "mlp") -> str:
     generic = system.is_generic
-    separable = f", separable={system.n_dof}" if energy == "separable" else ""
+    separable = (f", separable={system.n_dof}" if energy in ("separable", "split") else "") \
+        + (", split_potential=True" if energy == "split" else "")
     lines = [
         f"# Single-instance fits with `sp_dynamics.fit`: {system.name}" + (f" ({bracket} bracket)" if generic else ""),
         "",
@@ -125,7 +134,8 @@ def report(system, bracket: str, cfg: FitBenchConfig, preset: str, rows: list[di
         + (f"`GENERICNet({system.dim}, bracket={bracket.removesuffix('_power')!r}"
            + "".join(f", {k}={v!r}" for k, v in _bracket_kwargs(system, bracket).items()) + separable
            + ")`" if generic else f"`HamiltonianNN({system.dim}{', separable=True' if separable else ''})`")
-        + f" (3 x 64 tanh networks), float64; trainer settings `{cfg.fit}`",
+        + " (3 x 64 tanh networks" + (f", {rows[0]['n_parameters']} parameters" if "n_parameters" in rows[0] else "")
+        + f"), float64; trainer settings `{cfg.fit}`",
         "- data: all 10 trajectories x 101 states of the instance with exact derivatives (protocol v1, seed 0)",
         "- eps_field (data region): the protocol grid's points within two grid spacings of the instance's "
         "trajectories in (q, p), each carrying the entropies of its nearest trajectory state",
@@ -165,8 +175,9 @@ def main(argv=None, *, default_results=None, prog: str = "sp-dynamics fit-instan
     parser.add_argument("--system", default="dno")
     parser.add_argument("--preset", default="full", choices=sorted(PRESETS))
     parser.add_argument("--bracket", default="mixed", choices=BRACKETS)
-    parser.add_argument("--energy", default="mlp", choices=("mlp", "separable"),
-                        help="the learned energy: one MLP, or K(p) + U(q, s) (KineticPotential)")
+    parser.add_argument("--energy", default="mlp", choices=ENERGIES,
+                        help="the learned energy: one MLP, K(p) + U(q, s) (KineticPotential), or "
+                             "K(p) + sum_k U_k(q, s_k) (split)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
     parser.add_argument("--instances", type=int, nargs="+", default=None)
     parser.add_argument("--tag", default="", help="suffix of the result file names")
@@ -193,7 +204,7 @@ def main(argv=None, *, default_results=None, prog: str = "sp-dynamics fit-instan
     text = report(system, args.bracket, cfg, args.preset, rows, wall, command_line(prog, argv), args.energy)
     out = default_out(args.out, default_results)
     stem = f"fit_{system.name}" + (f"_{args.bracket}" if system.is_generic and args.bracket != "mixed" else "") \
-        + ("_separable" if args.energy == "separable" else "") + (f"_{args.tag}" if args.tag else "") \
+        + (f"_{args.energy}" if args.energy != "mlp" else "") + (f"_{args.tag}" if args.tag else "") \
         + ("" if args.preset == "full" else f"_{args.preset}")
     write_results(out, stem, text, {"rows": rows, "wall_time_s": wall}, {"args": vars(args), "config": cfg})
     print(text)
