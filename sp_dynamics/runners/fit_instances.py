@@ -188,7 +188,7 @@ def main(argv=None, *, default_results=None, prog: str = "sp-dynamics fit-instan
     if args.seeds:
         cfg = dataclasses.replace(cfg, seeds=tuple(args.seeds))
     data = make_family_dataset(system.name, seed=0, **cfg.dataset)
-    instances = args.instances or data.test_ids
+    instances = list(args.instances or cfg.instances or data.test_ids)
     bad = [i for i in instances if not 0 <= i < data.x.shape[0]]
     if bad:
         raise UsageError(f"instances {bad} are outside [0, {data.x.shape[0]})")
