@@ -53,9 +53,10 @@ class KineticPotential(nn.Module):
     ``split=True`` further splits the potential over the further coordinates,
     ``U(q, s) = sum_k U_k(q, s_k)``, one MLP per s_k: a system of subsystems (gas containers,
     heat baths) whose internal energies each depend on the shared positions and their own
-    entropy only. Each U_k is then a function of d + 1 variables, which the data's trajectories
-    cover far more densely than the joint (q, s) space (``experiments/PROTOCOL.md``, "Gas
-    containers: the learned energy between trajectories").
+    entropy only (the gas containers' true energy has this form). Each U_k is then a function of
+    d + 1 variables, which trajectories cover more densely than the joint (q, s) space. It did
+    not lower the gas field error in the one probe made (``experiments/PROTOCOL.md``, "Gas
+    containers: whole-fit starts and the split potential"); it is an option, not a default.
     """
 
     def __init__(self, dim: int, d: int, hidden: int = 64, depth: int = 3, act: str = "tanh",
