@@ -302,17 +302,21 @@ def fit(model: nn.Module, x: Tensor, dx: Tensor | None = None, *, t: Tensor | No
     config = config or FitConfig()
     config.validate()
     x, dx, t = _check_data(model, x, dx, t)
+    if t is not None and (config.lm_iter or config.energy_penalty):
+        raise ValueError("fit: FitConfig.lm_iter and energy_penalty need derivative data (dx); "
+                         "estimate derivatives first (sp_dynamics.estimate_derivatives) or set them to 0")
     if config.starts == 1:
         return _fit_once(model, x, dx, t, config, progress, callback)
     start = time.time()
     kept, kept_state, finals = None, None, []
     for s in range(config.starts):
         candidate = copy.deepcopy(model)
+        seed = config.seed + 10007 * s
         if s > 0:
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(config.seed + 10007 * s)
+                torch.manual_seed(seed)
                 reinitialize(candidate)  # parameters only: a standardisation already set stays
-        result = _fit_once(candidate, x, dx, t, replace(config, seed=config.seed + 10007 * s), progress, callback)
+        result = _fit_once(candidate, x, dx, t, replace(config, seed=seed), progress, callback)
         final = result.data_loss if math.isfinite(result.data_loss) else math.inf
         finals.append(final)
         if kept is None or final < min(finals[:-1]):
@@ -326,9 +330,6 @@ def fit(model: nn.Module, x: Tensor, dx: Tensor | None = None, *, t: Tensor | No
 def _fit_once(model: nn.Module, x: Tensor, dx: Tensor | None, t: Tensor | None, config: FitConfig,
               progress: bool | None, callback: Callable[[int, float], None] | None) -> FitResult:
     """One whole fit (restarts, main L-BFGS run, Levenberg-Marquardt phase) on checked data."""
-    if t is not None and (config.lm_iter or config.energy_penalty):
-        raise ValueError("fit: FitConfig.lm_iter and energy_penalty need derivative data (dx); "
-                         "estimate derivatives first (sp_dynamics.estimate_derivatives) or set them to 0")
     if config.standardize:
         standardize_inputs(model, x)
     rates = dx if t is None else (x[:, 1:] - x[:, :-1])
@@ -339,16 +340,22 @@ def _fit_once(model: nn.Module, x: Tensor, dx: Tensor | None, t: Tensor | None, 
     if t is None:
         w = _weights(dx, config.weighting)
 
+        def data_loss_of(m):
+            return derivative_loss(m, x, dx, w)
+
         def loss_of(m):
             if (lam or lam_energy) and hasattr(m, "gradients"):
                 return _generic_derivative_loss(m, x, dx, w, lam, lam_energy)
-            return derivative_loss(m, x, dx, w)
+            return data_loss_of(m)
     else:
         w = _weights(x[:, 1:] - x[:, :-1], config.weighting)
 
-        def loss_of(m):
-            loss = trajectory_loss(m, t, x, method=config.method, horizon=config.horizon,
+        def data_loss_of(m):
+            return trajectory_loss(m, t, x, method=config.method, horizon=config.horizon,
                                    substeps=config.substeps, weights=w)
+
+        def loss_of(m):
+            loss = data_loss_of(m)
             if lam:
                 S = m.entropy(x)
                 loss = loss + lam * entropy_orientation(S[:, 1:] - S[:, :-1])
@@ -378,13 +385,9 @@ def _fit_once(model: nn.Module, x: Tensor, dx: Tensor | None, t: Tensor | None, 
         stopped = levenberg_marquardt(model, x, dx, w, config.lm_iter, losses, progress, callback,
                                       points=config.lm_points or None, seed=config.seed)
     with torch.enable_grad():  # the data term at the final parameters: what starts are chosen by
-        if t is None:
-            data_term = derivative_loss(model, x, dx, w)
-        else:
-            data_term = trajectory_loss(model, t, x, method=config.method, horizon=config.horizon,
-                                        substeps=config.substeps, weights=w)
+        data_loss = float(data_loss_of(model).detach())
     return FitResult(losses, restart_losses, chosen, evaluations, time.time() - start, stopped, config,
-                     lm_iterations=len(losses) - evaluations, data_loss=float(data_term.detach()))
+                     lm_iterations=len(losses) - evaluations, data_loss=data_loss)
 
 
 def _lbfgs(model: nn.Module, loss_of, max_eval: int, config: FitConfig) -> float:
