@@ -58,7 +58,7 @@ ENERGIES = ("mlp", "separable", "split")
 def build_model(system, bracket: str, energy: str = "mlp") -> torch.nn.Module:
     """The runner's model: ``energy="separable"`` splits the learned energy as K(p) + U(q, s),
     ``"split"`` further as K(p) + sum_k U_k(q, s_k) (GENERIC systems with further coordinates)."""
-    separable = system.n_dof if energy in ("separable", "split") else 0
+    separable = system.n_dof if energy != "mlp" else 0
     if not system.is_generic:
         if energy == "split":
             raise UsageError("--energy split needs a GENERIC system (coordinates after (q, p) to split over)")
@@ -67,7 +67,7 @@ def build_model(system, bracket: str, energy: str = "mlp") -> torch.nn.Module:
         from sp_dynamics.brackets import ProjectionBracket
 
         return GENERICNet(system.dim, bracket=ProjectionBracket(system.dim, state_dependent=True),
-                          separable=separable).double()
+                          separable=separable, split_potential=energy == "split").double()
     return GENERICNet(system.dim, bracket=bracket.removesuffix("_power"), separable=separable,
                       split_potential=energy == "split", **_bracket_kwargs(system, bracket)).double()
 
@@ -123,7 +123,7 @@ def evaluate_fit(model: torch.nn.Module, system, data, instance: int, label: str
 def report(system, bracket: str, cfg: FitBenchConfig, preset: str, rows: list[dict], wall: float, command: str,
            energy: str = "mlp") -> str:
     generic = system.is_generic
-    separable = (f", separable={system.n_dof}" if energy in ("separable", "split") else "") \
+    separable = (f", separable={system.n_dof}" if energy != "mlp" else "") \
         + (", split_potential=True" if energy == "split" else "")
     lines = [
         f"# Single-instance fits with `sp_dynamics.fit`: {system.name}" + (f" ({bracket} bracket)" if generic else ""),
