@@ -564,8 +564,8 @@ def think_figure(rows: list[dict], path: Path, cfg: SudokuConfig) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for r in rows:
         k = np.arange(1, len(r["test_by_round"]) + 1)
+        color = model_color(plt, r, rows)
         for ax, band in zip(axes, ("30+", "17-29")):
-            color = model_color(plt, r, rows)
             ax.plot(k, [x[band]["exact"] for x in r["test_by_round"]], color=color, label=f"{r['model']} seed {r['seed']}")
             ax.plot(r["rounds"], r["test"][band]["exact"], "o", color=color)
     for ax, band in zip(axes, ("30+", "17-29")):
