@@ -64,3 +64,22 @@ def test_generic_diagnosis_quick_writes_every_section(tmp_path):
     for section in ("Representability", "Optimiser", "Initialisation", "guard", "Extrapolation", "Loss scaling"):
         assert section in text
     assert (tmp_path / "generic_diagnosis_quick.md").exists()
+
+
+def test_overrides_never_overwrite_the_presets_result_files(tmp_path):
+    # Catches: a runner whose result stem depends on the preset alone, so that `--set` silently
+    # replaced the preset's table (sudoku think/train, fit-trajectories and others did).
+    from argparse import Namespace
+
+    from sp_dynamics.runners.common import result_stem
+
+    assert result_stem("x", Namespace(overrides=[], tag="")) == "x"
+    assert result_stem("x", Namespace(overrides=["a=1"], tag="mine"), "_smoke") == "x_mine_smoke"
+    hashed = {result_stem("x", Namespace(overrides=[o], tag="")) for o in ("a=1", "a=2")}
+    assert len(hashed) == 2 and all(s.startswith("x_set-") for s in hashed)
+    fit_trajectories.main(["--preset", "smoke", "--system", "pendulum", "--methods", "derivatives", "--out", str(tmp_path)])
+    fit_trajectories.main(["--preset", "smoke", "--system", "pendulum", "--methods", "derivatives",
+                           "--set", "fit.max_iter=3", "--out", str(tmp_path)])
+    names = sorted(p.name for p in tmp_path.glob("fit_trajectories_pendulum*_smoke.md"))
+    assert len(names) == 2 and "fit_trajectories_pendulum_smoke.md" in names
+

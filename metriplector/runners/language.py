@@ -42,7 +42,7 @@ from sp_dynamics.config import apply_overrides, config_dict, config_hash
 from sp_dynamics.io import atomic_save, atomic_write_text, safe_load
 from sp_dynamics.nn import count_parameters, matched_width
 from sp_dynamics.runners.common import (Parser, UsageError, command_line, default_out, machine_line, pyplot, run_jobs,
-                                        set_threads, write_results)
+                                        set_threads, result_stem, write_results)
 from sp_dynamics.sequence import HMLStack
 
 from ..language import GPT, LSTMLM, CausalMetriplectorLM, generate
@@ -384,7 +384,7 @@ def cmd_train(args) -> None:
 
     done = run_jobs(train_one, calls, args.jobs, report)
     rows = [done[k] for k in calls]
-    stem = f"language_{args.preset}" + ("_text" if args.text else "")
+    stem = result_stem(f"language_{args.preset}" + ("_text" if args.text else ""), args)
     text = table(cfg, args.preset, rows, command_line(args.prog, args.argv), time.time() - start, args.jobs, source)
     if args.save:
         write_results(out, stem, text, rows, cfg)

@@ -42,7 +42,7 @@ from sp_dynamics.config import apply_overrides, config_dict, config_hash
 from sp_dynamics.io import atomic_save, atomic_write_text, safe_load
 from sp_dynamics.nn import count_parameters
 from sp_dynamics.runners.common import (Parser, UsageError, command_line, default_out, machine_line, pyplot, run_jobs,
-                                        set_threads, write_results)
+                                        set_threads, result_stem, write_results)
 
 from ._shared import add_train_options, check_device, check_models, check_parity, load_model_blob, warmup_cosine
 from ..reacher_env import ControlUnavailable, Reacher, angle_distance, collect, load_episode
@@ -400,8 +400,9 @@ def cmd_train(args) -> None:
     refs = {p: evaluate(cfg, p, args.eval_seed, cfg.eval_episodes) for p in ("oracle", "random")}
     text = table(cfg, args.preset, rows, refs, command_line(args.prog, args.argv), time.time() - start, args.jobs)
     if args.save:
-        write_results(out, f"reacher_{args.preset}", text, {"rows": rows, "references": refs}, cfg)
-        figures(cfg, rows, run_dir, data, out, f"reacher_{args.preset}", refs)
+        stem = result_stem(f"reacher_{args.preset}", args)
+        write_results(out, stem, text, {"rows": rows, "references": refs}, cfg)
+        figures(cfg, rows, run_dir, data, out, stem, refs)
         if args.ship:
             seed = min(args.seeds)
             for kind in kinds:

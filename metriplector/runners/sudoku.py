@@ -41,7 +41,7 @@ from sp_dynamics.config import apply_overrides, config_dict, config_hash
 from sp_dynamics.io import atomic_save, atomic_savez, atomic_write_text, safe_load
 from sp_dynamics.nn import count_parameters, matched_width
 from sp_dynamics.runners.common import (Parser, UsageError, command_line, default_out, machine_line, pyplot, run_jobs,
-                                        set_threads, write_results)
+                                        set_threads, result_stem, write_results)
 
 from ._shared import (add_train_options, check_device, check_models, check_parity, load_blob, load_model_blob,
                       percent_stat, warmup_cosine)
@@ -477,7 +477,7 @@ def cmd_train(args) -> None:
 
     done = run_jobs(train_one, calls, args.jobs, report)
     rows = [done[k] for k in calls]
-    stem = f"sudoku_{args.preset}"
+    stem = result_stem(f"sudoku_{args.preset}", args)
     text = table(cfg, args.preset, rows, command_line(args.prog, args.argv), time.time() - start, args.jobs)
     if args.save:
         write_results(out, stem, text, rows, cfg)
@@ -517,7 +517,7 @@ def cmd_think(args) -> None:
         k = best_round(val)
         rows.append({"model": kind, "seed": seed, "rounds": k, "val_by_round": val, "test_by_round": test,
                      "test": test[k - 1]})
-    stem = f"sudoku_{args.preset}_think"
+    stem = result_stem(f"sudoku_{args.preset}", args, "_think")
     text = think_table(cfg, args, rows, time.time() - start)
     write_results(out, stem, text, rows, cfg)
     think_figure(rows, out / f"{stem}.png", cfg)

@@ -41,7 +41,7 @@ from ..models import GENERICNet, LatentGENERICNet, LatentHamiltonianNN
 from ..nn import MLP
 from ..registry import get_system
 from .common import (Parser, UsageError, cell, command_line, default_out, generic_model_kwargs, machine_line,
-                     run_jobs, set_threads, write_results)
+                     run_jobs, set_threads, result_stem, write_results)
 from .figures import energy_figure, portrait_figure
 
 MODULATION = LATENT_METHODS
@@ -285,8 +285,7 @@ def main(argv: list[str] | None = None, *, default_results: str | Path | None = 
     # Every training setting is in the run folder's name, so a changed setting never resumes (or
     # is refused by) a checkpoint of another experiment.
     run_dir = out / "runs" / f"meta-{args.system}-{args.preset}-{training_hash(cfg, args.system)}"
-    tag = args.tag or (f"set-{config_hash(args.overrides, 6)}" if args.overrides else "")
-    stem = "_".join([f"meta_{args.system}_{args.preset}"] + ([tag] if tag else []))
+    stem = result_stem(f"meta_{args.system}_{args.preset}", args)
     training_data(make_family_dataset(args.system, seed=0, **cfg.dataset), cfg)  # cached once, before any worker
     jobs = [(m, s) for m in args.methods for s in cfg.seeds]
     out.mkdir(parents=True, exist_ok=True)

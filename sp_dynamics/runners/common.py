@@ -23,7 +23,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..config import config_dict
+from ..config import config_dict, config_hash
 from ..io import atomic_write_text
 
 __all__ = ["UsageError", "Parser", "run_jobs", "cell", "machine_line", "command_line", "write_results", "default_out",
@@ -65,12 +65,23 @@ class Parser(argparse.ArgumentParser):
             self.add_argument("--jobs", type=int, default=1, help="runs in parallel worker processes")
         self.add_argument("--out", default=None, help="results folder (default ./results; experiments/results "
                                                       "from a checkout)")
+        self.add_argument("--tag", default="", help="suffix of the result file names (default with --set: a hash "
+                                                    "of the overrides, so they never overwrite the preset's results)")
 
     def parse_args(self, args=None, namespace=None):
         ns = super().parse_args(args, namespace)
         if getattr(ns, "jobs", 1) < 1:
             self.error(f"--jobs must be >= 1, got {ns.jobs}")
         return ns
+
+
+def result_stem(base: str, args: argparse.Namespace, suffix: str = "") -> str:
+    """A result file stem: ``base``, then ``_<tag>``, then ``suffix``. The tag is ``--tag`` if
+    given, else ``set-<hash>`` of the ``--set`` overrides (none without overrides), so a run with
+    changed settings never overwrites the files of its preset's run."""
+    overrides = getattr(args, "overrides", None) or []
+    tag = getattr(args, "tag", "") or (f"set-{config_hash(overrides, 6)}" if overrides else "")
+    return base + (f"_{tag}" if tag else "") + suffix
 
 
 def set_threads(threads: int | None) -> None:

@@ -32,7 +32,7 @@ from ..meta.evaluation import data_region, safe_rollout, structure_rates
 from ..metrics import eps_field, eps_traj
 from ..models import GENERICNet, HamiltonianNN
 from ..registry import get_system
-from .common import Parser, UsageError, cell, generic_model_kwargs, command_line, default_out, machine_line, run_jobs, set_threads, write_results
+from .common import Parser, UsageError, cell, generic_model_kwargs, command_line, default_out, machine_line, run_jobs, set_threads, result_stem, write_results
 
 BRACKETS = ("mixed", "mixed_power", "projection", "projection_sd", "basis")
 
@@ -180,7 +180,6 @@ def main(argv=None, *, default_results=None, prog: str = "sp-dynamics fit-instan
                              "K(p) + sum_k U_k(q, s_k) (split)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
     parser.add_argument("--instances", type=int, nargs="+", default=None)
-    parser.add_argument("--tag", default="", help="suffix of the result file names")
     parser.add_run_options(jobs=True)
     args = parser.parse_args(argv)
     system = get_system(args.system)
@@ -203,9 +202,9 @@ def main(argv=None, *, default_results=None, prog: str = "sp-dynamics fit-instan
     wall = time.time() - start
     text = report(system, args.bracket, cfg, args.preset, rows, wall, command_line(prog, argv), args.energy)
     out = default_out(args.out, default_results)
-    stem = f"fit_{system.name}" + (f"_{args.bracket}" if system.is_generic and args.bracket != "mixed" else "") \
-        + (f"_{args.energy}" if args.energy != "mlp" else "") + (f"_{args.tag}" if args.tag else "") \
-        + ("" if args.preset == "full" else f"_{args.preset}")
+    stem = result_stem(f"fit_{system.name}" + (f"_{args.bracket}" if system.is_generic and args.bracket != "mixed" else "")
+                       + (f"_{args.energy}" if args.energy != "mlp" else ""), args,
+                       "" if args.preset == "full" else f"_{args.preset}")
     write_results(out, stem, text, {"rows": rows, "wall_time_s": wall}, {"args": vars(args), "config": cfg})
     print(text)
     return {"rows": rows, "wall_time_s": wall}

@@ -28,7 +28,7 @@ from ..data import make_family_dataset
 from ..meta.evaluation import evaluate_fields
 from ..registry import get_system
 from .benchmark import MODULATION, PRESETS, config_for, latent_adapter, shots, train_data
-from .common import Parser, UsageError, cell, command_line, default_out, machine_line, run_jobs, set_threads, write_results
+from .common import Parser, UsageError, cell, command_line, default_out, machine_line, run_jobs, set_threads, result_stem, write_results
 
 FAMILIES = ("duffing", "mass_spring", "pendulum")
 METRICS = ("eps_field", "eps_field_data", "eps_traj", "ssim")
@@ -81,7 +81,7 @@ def main(argv=None, *, default_results=None, prog: str = "sp-dynamics multidomai
             print(f"{m:6s} {name:12s} " + "  ".join(f"{k} {np.mean(results[m][name][k]):.3e}" for k in METRICS))
     table = _table(args, cfg, results, time.time() - start, command_line(prog, argv))
     print(table)
-    write_results(out, f"meta_multidomain_{args.preset}", table, results, {"args": vars(args), "config": cfg})
+    write_results(out, result_stem(f"meta_multidomain_{args.preset}", args), table, results, {"args": vars(args), "config": cfg})
     return results
 
 

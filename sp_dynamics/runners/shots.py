@@ -25,7 +25,7 @@ from ..data import make_family_dataset
 from ..meta.evaluation import evaluate_fields
 from ..registry import get_system
 from .benchmark import MODULATION, PRESETS, build_adapter, config_for, shots, training_hash
-from .common import Parser, UsageError, cell, command_line, default_out, machine_line, pyplot, write_results
+from .common import Parser, UsageError, cell, command_line, default_out, machine_line, pyplot, result_stem, write_results
 
 SHOTS = (1, 5, 10, 50, 100, 300)
 INITS = ("mean", "zero")
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None, *, default_results=None, prog: str = "sp
                 cells = [cell([r[key] for r in rows]) for key in ("eps_field", "eps_field_data", "eps_traj", "ssim")]
                 lines.append(f"| {m} | {init} | {K} | " + " | ".join(cells) + " |")
     table = "\n".join(lines) + "\n"
-    stem = f"meta_shots_{args.system}_{args.preset}"
+    stem = result_stem(f"meta_shots_{args.system}_{args.preset}", args)
     payload = {m: {i: {str(K): v for K, v in r.items()} for i, r in res.items()} for m, res in all_results.items()}
     write_results(out, stem, table, payload, {"args": vars(args), "config": cfg})
     figure(all_results, args.shots, out / f"{stem}.png", f"{args.system}: error vs shots (preset {args.preset})")

@@ -25,7 +25,7 @@ from ..config import apply_overrides
 from ..data import make_family_dataset
 from ..registry import get_system
 from .benchmark import MODULATION, PRESETS, config_for, run_one, training_hash
-from .common import Parser, UsageError, cell, command_line, default_out, machine_line, run_jobs, write_results
+from .common import Parser, UsageError, cell, command_line, default_out, machine_line, run_jobs, result_stem, write_results
 
 LAM_Z = (1e-1, 1e-2, 1e-3)
 LAM_PHI = (1e-2, 1e-3, 1e-4)
@@ -115,7 +115,7 @@ def main(argv=None, *, default_results=None, prog: str = "sp-dynamics sweep") ->
     ]
     text = "\n".join(lines)
     print(text)
-    write_results(out, f"meta_sweep_{args.system}_{args.preset}", text, {"results": results, "wall_time_s": wall},
+    write_results(out, result_stem(f"meta_sweep_{args.system}_{args.preset}", args), text, {"results": results, "wall_time_s": wall},
                   {"args": vars(args), "config": cfg})
     return results
 

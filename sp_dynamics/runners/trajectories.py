@@ -41,7 +41,7 @@ from ..fitting import FitConfig, fit
 from ..meta.evaluation import safe_rollout
 from ..metrics import eps_traj
 from ..registry import get_system
-from .common import Parser, UsageError, cell, command_line, default_out, machine_line, run_jobs, set_threads, write_results
+from .common import Parser, UsageError, cell, command_line, default_out, machine_line, run_jobs, set_threads, result_stem, write_results
 from .fit_instances import build_model
 
 METHODS = ("derivatives", "implicit_midpoint", "discrete_gradient", "rk4", "spline")
@@ -142,7 +142,7 @@ def main(argv=None, *, default_results=None, prog: str = "sp-dynamics fit-trajec
     wall = time.time() - start
     text = report(system, cfg, args.preset, rows, wall, command_line(prog, argv))
     out = default_out(args.out, default_results)
-    stem = f"fit_trajectories_{system.name}" + ("" if args.preset == "full" else f"_{args.preset}")
+    stem = result_stem(f"fit_trajectories_{system.name}", args, "" if args.preset == "full" else f"_{args.preset}")
     write_results(out, stem, text, {"rows": rows, "wall_time_s": wall}, {"args": vars(args), "config": cfg})
     print(text)
     return {"rows": rows}
