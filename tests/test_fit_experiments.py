@@ -83,3 +83,10 @@ def test_overrides_never_overwrite_the_presets_result_files(tmp_path):
     names = sorted(p.name for p in tmp_path.glob("fit_trajectories_pendulum*_smoke.md"))
     assert len(names) == 2 and "fit_trajectories_pendulum_smoke.md" in names
 
+
+def test_gas_field_error_splits_the_data_region(tmp_path):
+    from experiments import gas_field_error
+
+    text = gas_field_error.main(["--instances", "70", "--evals", "3", "--models", "mlp", "E given",
+                                 "--out", str(tmp_path / "g.md")])
+    assert text.count("| 70 |") == 2 and (tmp_path / "g.md").exists()

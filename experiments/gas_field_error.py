@@ -1,0 +1,136 @@
+"""Gas containers: where in the data region is a single fit's field error?
+
+    python -m experiments.gas_field_error                       # instances 70, 75, 77; ~15 min on 1 core
+    python -m experiments.gas_field_error --instances 70 --evals 500     # quicker
+
+One gas-containers instance fitted by ``sp_dynamics.fit`` with its defaults (derivative matching,
+all 10 trajectories x 101 states, float64, seed 0), as in ``experiments.fit_generic``, three ways:
+the runner's model (one energy MLP), the separable energy K(p) + U(q, S1, S2) (``--energy
+separable`` of the runner), and the true energy given (bracket and entropy learned). The
+protocol's data-region eps_field (``sp_dynamics.meta.evaluation.data_region``: grid points within
+two grid spacings of the instance's trajectories in (q, p), entropies from the nearest trajectory
+state) is then split by where the points are:
+
+* by the piston position, ``|q - 1|``: the walls are at q = 0 and q = 2 (the volumes q and 2 - q),
+  where the force (2/3)(E1/q - E2/(2 - q)) grows like q^(-5/3);
+* by the distance in (q, p) from the nearest trajectory state, in grid spacings;
+* by coordinate (q', p', S1', S2').
+
+Each part's relative error is ``||f_hat - f|| / ||f||`` over its own points, and its share is its
+fraction of the squared error of the whole region. Writes ``experiments/results/gas_field_error.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+import systems  # noqa: F401  (registers the built-in systems)
+from sp_dynamics import GENERICNet, get_system, make_family_dataset
+from sp_dynamics.fitting import FitConfig, fit
+from sp_dynamics.io import atomic_write_text
+from sp_dynamics.meta.evaluation import data_region
+from sp_dynamics.runners.common import command_line, machine_line
+from sp_dynamics.runners.fit_instances import build_model, evaluate_fit
+
+MODELS = ("mlp", "separable", "E given")
+WALL_BANDS = ((0.0, 0.5), (0.5, 0.7), (0.7, 1.0))    # |q - 1|: interior, between, within 0.3 of a wall
+DIST_BANDS = ((0.0, 0.5), (0.5, 1.0), (1.0, 2.0))    # grid spacings from the nearest trajectory state
+
+
+def build(system, data, instance: int, kind: str) -> torch.nn.Module:
+    if kind == "E given":
+        mu = data.params[instance]
+        return GENERICNet(system.dim, bracket="mixed", friction_input="gradient",
+                          energy=lambda y: system.E(mu, y)).double()
+    return build_model(system, "mixed", energy=kind)
+
+
+def breakdown(model, system, data, instance: int) -> dict:
+    """Relative error and share of the squared error of the data-region field, by region."""
+    grid = system.field_grid(50)
+    points = data_region(system, data, grid, instance)
+    spacing = float((grid[:, 0].max() - grid[:, 0].min()) / 49)
+    states = data.x[instance].reshape(-1, system.dim)
+    dist = torch.cdist(points[:, :2], states[:, :2]).min(-1).values / spacing
+    with torch.no_grad():
+        f_hat = model(0.0, points)
+    f = system.dynamics(data.params[instance])(0.0, points)
+    err2, total = (f_hat - f).pow(2), float((f_hat - f).pow(2).sum())
+
+    def part(mask: torch.Tensor) -> tuple[int, float, float]:
+        n = int(mask.sum())
+        if n == 0:
+            return 0, float("nan"), 0.0
+        return n, float(err2[mask].sum().sqrt() / f[mask].pow(2).sum().sqrt()), float(err2[mask].sum()) / total
+
+    wall = (points[:, 0] - 1).abs()
+    return {"points": len(points),
+            "wall": [part((wall >= lo) & (wall < hi)) for lo, hi in WALL_BANDS],
+            "distance": [part((dist >= lo) & (dist < hi + 1e-9)) for lo, hi in DIST_BANDS],
+            "coordinate_share": (err2.sum(0) / total).tolist()}
+
+
+def one(system, data, instance: int, kind: str, evals: int) -> dict:
+    torch.manual_seed(0)
+    model = build(system, data, instance, kind)
+    result = fit(model, *data.pairs(instance), config=FitConfig(max_iter=evals, restart_iter=min(100, evals)),
+                 progress=False)
+    return {"instance": instance, "model": kind, "loss": result.final_loss, "seconds": result.seconds,
+            **evaluate_fit(model, system, data, instance), **breakdown(model, system, data, instance)}
+
+
+def _cell(part) -> str:
+    n, rel, share = part
+    return f"{rel:.1e} ({share:.0%}, {n})"
+
+
+def main(argv=None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--instances", type=int, nargs="+", default=[70, 75, 77])
+    parser.add_argument("--evals", type=int, default=3000, help="L-BFGS evaluations per fit (FitConfig.max_iter)")
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--out", default="experiments/results/gas_field_error.md")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    start = time.time()
+    system, data = get_system("gas_containers"), make_family_dataset("gas_containers", seed=0)
+    rows = []
+    for i in args.instances:
+        for kind in args.models:
+            r = one(system, data, i, kind, args.evals)
+            print(f"instance {i}, {kind}: eps_traj {r['eps_traj']:.2e}, eps_field (data region) "
+                  f"{r['eps_field_data']:.2e}, {r['seconds']:.0f} s", flush=True)
+            rows.append(r)
+    bands = lambda b, fmt: " | ".join(fmt.format(lo=lo, hi=hi) for lo, hi in b)  # noqa: E731
+    lines = [
+        "# Gas containers: where in the data region is the field error?",
+        "",
+        command_line("python -m experiments.gas_field_error", argv),
+        machine_line(time.time() - start),
+        f"- `sp_dynamics.fit` defaults but max_iter={args.evals}; seed 0; mixed bracket fed grad E. Models: `mlp` = "
+        "the fit-instances runner's `GENERICNet` (one energy MLP), `separable` = its `--energy separable` "
+        "(E = K(p) + U(q, S1, S2)), `E given` = the true energy, bracket and entropy learned",
+        "- each cell: relative field error over that part of the data region (its share of the region's squared "
+        "error, its number of points)",
+        "",
+        "| instance | model | eps_traj | eps_field (data region) | "
+        + bands(WALL_BANDS, "\\|q - 1\\| in [{lo}, {hi})") + " | "
+        + bands(DIST_BANDS, "{lo}-{hi} spacings from the data") + " | share of q', p', S1', S2' |",
+        "|---|---|---|---|" + "---|" * (len(WALL_BANDS) + len(DIST_BANDS)) + "---|",
+    ]
+    for r in rows:
+        shares = ", ".join(f"{s:.0%}" for s in r["coordinate_share"])
+        lines.append(f"| {r['instance']} | {r['model']} | {r['eps_traj']:.2e} | {r['eps_field_data']:.2e} | "
+                     + " | ".join(_cell(p) for p in r["wall"]) + " | "
+                     + " | ".join(_cell(p) for p in r["distance"]) + f" | {shares} |")
+    text = "\n".join(lines) + "\n"
+    atomic_write_text(text, args.out)
+    print(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()
