@@ -90,3 +90,25 @@ def test_gas_field_error_splits_the_data_region(tmp_path):
     text = gas_field_error.main(["--instances", "70", "--evals", "3", "--models", "mlp", "E given",
                                  "--out", str(tmp_path / "g.md")])
     assert text.count("| 70 |") == 2 and (tmp_path / "g.md").exists()
+
+
+def test_held_out_trajectories_are_new_true_motions_of_the_instance():
+    # Catches: "held-out" trajectories that are the training data (or another instance's), or an
+    # evaluation that does not score the model on them: the true field must score ~0 there.
+    import torch
+
+    from sp_dynamics import get_system, make_family_dataset
+    from sp_dynamics.meta.evaluation import held_out_trajectories
+    from sp_dynamics.runners.fit_instances import evaluate_fit
+
+    system = get_system("dno")
+    data = make_family_dataset("dno", seed=0, n_instances=6, n_train=4, n_traj=3, n_points=201)
+    fresh = held_out_trajectories(system, data, 4)
+    assert fresh.shape == data.x[4].shape
+    assert torch.cdist(fresh[:, 0], data.x[4, :, 0]).min() > 1e-3          # new initial states
+    torch.testing.assert_close(fresh, held_out_trajectories(system, data, 4))  # reproducible
+    true = system.dynamics(data.params[4])
+    residual = (fresh[:, 1:] - fresh[:, :-1]) / (data.t[1] - data.t[0]) - true(0.0, 0.5 * (fresh[:, 1:] + fresh[:, :-1]))
+    assert residual.abs().max() < 1e-2                                        # they follow this instance's field
+    scores = evaluate_fit(true, system, data, 4)
+    assert scores["eps_field_held_out"] < 1e-12 and scores["eps_traj_held_out"] < 1e-6

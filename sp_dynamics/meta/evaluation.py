@@ -23,7 +23,7 @@ from ..nn import gradient
 from .maml import _sub, hnn_field
 
 __all__ = ["FunctionalField", "MAX_ROLLOUT_STEPS", "safe_rollout", "structure_rates", "valid_prefix", "data_region",
-           "entropy_production_error", "evaluate_fields", "metric_names"]
+           "held_out_trajectories", "entropy_production_error", "evaluate_fields", "metric_names"]
 
 MAX_ROLLOUT_STEPS = 2000  # dopri5 steps per rollout; a smooth learned pendulum field needs a few hundred
 
@@ -85,6 +85,26 @@ def data_region(system, data, grid: Tensor, instance: int) -> Tensor:
     the data only at t = 0."""
     spacing = float((grid[:, 0].max() - grid[:, 0].min()) / (round(len(grid) ** 0.5) - 1))
     return data_region_states(grid, data.x[instance], 2 * spacing, tuple(range(2 * system.n_dof)))
+
+
+HELD_OUT_SEED = 2_000_003  # + instance: a generator stream apart from the datasets' (seed, seed + 1_000_003)
+
+
+@torch.no_grad()
+def held_out_trajectories(system, data, instance: int, n_traj: int | None = None) -> Tensor:
+    """Fresh true trajectories (J, T, n) of one instance of ``data``: new initial states from the
+    system's own initial-state distribution (generator seed ``HELD_OUT_SEED + instance``), on the
+    data's times, integrated at the data's tolerances. A model fitted to the instance never saw
+    them, so the field error on their states and the rollout error from their initial states
+    measure generalisation to new motions of the same system, where the data region's grid
+    points (:func:`data_region`) also measure extrapolation off the trajectories."""
+    g = torch.Generator().manual_seed(HELD_OUT_SEED + instance)
+    mu = data.params[instance]
+    x0 = system.sample_initial_states(mu, n_traj or data.x.shape[1], g)
+    system.check_state(x0)
+    true = system.dynamics(mu)
+    return rollout(true, x0, data.t, rtol=data.config.rtol, atol=data.config.atol,
+                   options={"norm": lambda e: e.abs().max()})
 
 
 def entropy_production_error(system, mu: Tensor, pred: Tensor, true: Tensor) -> float:

@@ -28,7 +28,7 @@ import torch
 from ..config import apply_overrides
 from ..data import make_family_dataset
 from ..fitting import FitConfig, fit
-from ..meta.evaluation import data_region, safe_rollout, structure_rates
+from ..meta.evaluation import data_region, held_out_trajectories, safe_rollout, structure_rates
 from ..metrics import eps_field, eps_traj
 from ..models import GENERICNet, HamiltonianNN
 from ..registry import get_system
@@ -103,11 +103,21 @@ def evaluate_fit(model: torch.nn.Module, system, data, instance: int, label: str
     """The single-fit scores of ``model`` on one instance of ``data``: eps_field on the protocol
     grid and on the data region, eps_traj (mean and worst trajectory) of dopri5 rollouts from the
     true initial states and, for GENERIC systems, max |dE/dt| and min dS/dt along them. A
-    rollout that fails (a stiff or diverging field) gives NaN for those, with a printed line."""
+    rollout that fails (a stiff or diverging field) gives NaN for those, with a printed line.
+    The same field and rollout errors on new trajectories of the instance (as many as the data has,
+    :func:`~sp_dynamics.meta.evaluation.held_out_trajectories`) are ``eps_field_held_out`` and
+    ``eps_traj_held_out``."""
     true = system.dynamics(data.params[instance])
     grid = system.field_grid(50)
+    fresh = held_out_trajectories(system, data, instance)
     out = {"eps_field": eps_field(model, true, grid),
-           "eps_field_data": eps_field(model, true, data_region(system, data, grid, instance))}
+           "eps_field_data": eps_field(model, true, data_region(system, data, grid, instance)),
+           "eps_field_held_out": eps_field(model, true, fresh.reshape(-1, fresh.shape[-1]))}
+    try:
+        out["eps_traj_held_out"] = float(eps_traj(safe_rollout(model, fresh[:, 0], data.t), fresh).mean())
+    except Exception as exc:  # as below: reported, not fatal
+        print(f"  {label or f'instance {instance}'}: held-out rollout failed ({type(exc).__name__})", flush=True)
+        out["eps_traj_held_out"] = float("nan")
     try:
         pred = safe_rollout(model, data.x[instance, :, 0], data.t)
         per_traj = eps_traj(pred, data.x[instance])
@@ -139,10 +149,14 @@ def report(system, bracket: str, cfg: FitBenchConfig, preset: str, rows: list[di
         "- data: all 10 trajectories x 101 states of the instance with exact derivatives (protocol v1, seed 0)",
         "- eps_field (data region): the protocol grid's points within two grid spacings of the instance's "
         "trajectories in (q, p), each carrying the entropies of its nearest trajectory state",
+        "- held out: new trajectories of the same instance (as many as the data has) that the fit never saw (new initial states from the "
+        "system's own distribution, `held_out_trajectories`): eps_field on all their states, eps_traj of rollouts "
+        "from their initial states",
         "",
         "| instance | params | eps_traj | eps_traj (worst trajectory) | eps_field (data region) | eps_field (protocol grid) "
+        "| eps_field (held out) | eps_traj (held out) "
         + ("| max abs dE/dt | min dS/dt " if generic else "") + "| evaluations | fit time (s) |",
-        "|---|---|---|---|---|---|" + ("---|---|" if generic else "") + "---|---|",
+        "|---|---|---|---|---|---|---|---|" + ("---|---|" if generic else "") + "---|---|",
     ]
     data = make_family_dataset(system.name, seed=0, **cfg.dataset)
     instances = sorted({r["instance"] for r in rows})
@@ -150,7 +164,9 @@ def report(system, bracket: str, cfg: FitBenchConfig, preset: str, rows: list[di
         rs = [r for r in rows if r["instance"] == i]
         mu = ", ".join(f"{n}={v:.3g}" for n, v in zip(system.param_names, data.params[i].tolist()))
         cols = [str(i), mu, cell([r["eps_traj"] for r in rs]), f"{max(r['eps_traj_max'] for r in rs):.2e}",
-                cell([r["eps_field_data"] for r in rs]), cell([r["eps_field"] for r in rs])]
+                cell([r["eps_field_data"] for r in rs]), cell([r["eps_field"] for r in rs]),
+                cell([r.get("eps_field_held_out", np.nan) for r in rs]),
+                cell([r.get("eps_traj_held_out", np.nan) for r in rs])]
         if generic:
             cols += [f"{max(r['max_abs_dEdt'] for r in rs):.1e}", f"{min(r['min_dSdt'] for r in rs):.1e}"]
         cols += [f"{np.mean([r['evaluations'] for r in rs]):.0f}", f"{np.mean([r['fit_s'] for r in rs]):.0f}"]
@@ -164,6 +180,12 @@ def report(system, bracket: str, cfg: FitBenchConfig, preset: str, rows: list[di
         f"worst {np.nanmax(ed):.2e} ({int(np.sum(ed <= 1e-2))} of {len(rows)} <= 1e-2); "
         f"mean fit time {np.mean([r['fit_s'] for r in rows]):.0f} s per fit.",
     ]
+    hf = np.array([r.get("eps_field_held_out", np.nan) for r in rows])
+    ht = np.array([r.get("eps_traj_held_out", np.nan) for r in rows])
+    if np.isfinite(hf).any():
+        lines.append(f"Held out: eps_field mean {np.nanmean(hf):.2e}, worst {np.nanmax(hf):.2e} "
+                     f"({int(np.sum(hf <= 1e-2))} of {len(rows)} <= 1e-2); eps_traj mean {np.nanmean(ht):.2e}, "
+                     f"worst {np.nanmax(ht):.2e} ({int(np.sum(ht <= 1e-2))} of {len(rows)} <= 1e-2).")
     if generic:
         lines.append(f"Structure along all rollouts: max |dE/dt| {np.nanmax([r['max_abs_dEdt'] for r in rows]):.1e}, "
                      f"min dS/dt {np.nanmin([r['min_dSdt'] for r in rows]):.1e}.")
