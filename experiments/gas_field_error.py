@@ -14,7 +14,8 @@ state) is then split by where the points are:
 * by the piston position, ``|q - 1|``: the walls are at q = 0 and q = 2 (the volumes q and 2 - q),
   where the force (2/3)(E1/q - E2/(2 - q)) grows like q^(-5/3);
 * by the distance in (q, p) from the nearest trajectory state, in grid spacings;
-* by coordinate (q', p', S1', S2').
+* by coordinate (q', p', S1', S2');
+* the few points with the largest error: where they are and which trajectory state they sit next to.
 
 Each part's relative error is ``||f_hat - f|| / ||f||`` over its own points, and its share is its
 fraction of the squared error of the whole region. Writes ``experiments/results/gas_field_error.md``.
@@ -38,6 +39,7 @@ from sp_dynamics.runners.fit_instances import build_model, evaluate_fit
 MODELS = ("mlp", "separable", "E given")
 WALL_BANDS = ((0.0, 0.5), (0.5, 0.7), (0.7, 1.0))    # |q - 1|: interior, between, within 0.3 of a wall
 DIST_BANDS = ((0.0, 0.5), (0.5, 1.0), (1.0, 2.0))    # grid spacings from the nearest trajectory state
+TOP = 4                                              # the points with the largest error, listed per fit
 
 
 def build(system, data, instance: int, kind: str) -> torch.nn.Module:
@@ -54,7 +56,8 @@ def breakdown(model, system, data, instance: int) -> dict:
     points = data_region(system, data, grid, instance)
     spacing = float((grid[:, 0].max() - grid[:, 0].min()) / 49)
     states = data.x[instance].reshape(-1, system.dim)
-    dist = torch.cdist(points[:, :2], states[:, :2]).min(-1).values / spacing
+    dist, nearest = torch.cdist(points[:, :2], states[:, :2]).min(-1)
+    dist = dist / spacing
     with torch.no_grad():
         f_hat = model(0.0, points)
     f = system.dynamics(data.params[instance])(0.0, points)
@@ -67,7 +70,10 @@ def breakdown(model, system, data, instance: int) -> dict:
         return n, float(err2[mask].sum().sqrt() / f[mask].pow(2).sum().sqrt()), float(err2[mask].sum()) / total
 
     wall = (points[:, 0] - 1).abs()
-    return {"points": len(points),
+    point_err = err2.sum(-1)
+    top = [{"x": points[i].tolist(), "share": float(point_err[i]) / total, "distance": float(dist[i]),
+            "time_index": int(nearest[i]) % data.x.shape[2]} for i in point_err.argsort(descending=True)[:TOP]]
+    return {"points": len(points), "top": top,
             "wall": [part((wall >= lo) & (wall < hi)) for lo, hi in WALL_BANDS],
             "distance": [part((dist >= lo) & (dist < hi + 1e-9)) for lo, hi in DIST_BANDS],
             "coordinate_share": (err2.sum(0) / total).tolist()}
@@ -126,6 +132,14 @@ def main(argv=None) -> str:
         lines.append(f"| {r['instance']} | {r['model']} | {r['eps_traj']:.2e} | {r['eps_field_data']:.2e} | "
                      + " | ".join(_cell(p) for p in r["wall"]) + " | "
                      + " | ".join(_cell(p) for p in r["distance"]) + f" | {shares} |")
+    lines += ["", f"The {TOP} points with the largest error of each fit (share of the region's squared error; the sampling "
+              "index of the nearest trajectory state, 0 = an initial state, whose entropies the point carries):", "",
+              "| instance | model | points (q, p, S1, S2): share, distance in grid spacings, nearest state's index |",
+              "|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['instance']} | {r['model']} | " + "; ".join(
+            "(" + ", ".join(f"{v:.2f}" for v in t["x"]) + f"): {t['share']:.0%}, {t['distance']:.1f}, {t['time_index']}"
+            for t in r["top"]) + " |")
     text = "\n".join(lines) + "\n"
     atomic_write_text(text, args.out)
     print(text)
