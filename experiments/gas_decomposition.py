@@ -52,16 +52,27 @@ def one(system, data, instance: int, given: str, law: str, evals: int) -> dict:
             "seconds": result.seconds, **evaluate_fit(model, system, data, instance)}
 
 
-def main(argv=None) -> str:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--instances", type=int, nargs="+", default=[75, 70])
+def probe_parser(description: str, instances: list[int], out: str) -> argparse.ArgumentParser:
+    """The options the gas probes share: ``--instances``, ``--evals`` and ``--out``."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--instances", type=int, nargs="+", default=instances)
     parser.add_argument("--evals", type=int, default=3000, help="L-BFGS evaluations per fit (FitConfig.max_iter)")
-    parser.add_argument("--given", nargs="+", default=list(GIVEN), choices=GIVEN, help="which parts are given")
-    parser.add_argument("--out", default="experiments/results/gas_decomposition.md")
-    args = parser.parse_args(argv)
+    parser.add_argument("--out", default=out)
+    return parser
+
+
+def gas_data():
+    """One thread (small fits) and the protocol's gas-containers family (seed 0)."""
     torch.set_num_threads(1)
+    return get_system("gas_containers"), make_family_dataset("gas_containers", seed=0)
+
+
+def main(argv=None) -> str:
+    parser = probe_parser(__doc__, [75, 70], "experiments/results/gas_decomposition.md")
+    parser.add_argument("--given", nargs="+", default=list(GIVEN), choices=GIVEN, help="which parts are given")
+    args = parser.parse_args(argv)
     start = time.time()
-    system, data = get_system("gas_containers"), make_family_dataset("gas_containers", seed=0)
+    system, data = gas_data()
     rows = []
     for i in args.instances:
         for given in args.given:

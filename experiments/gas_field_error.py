@@ -23,13 +23,13 @@ fraction of the squared error of the whole region. Writes ``experiments/results/
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import torch
 
 import systems  # noqa: F401  (registers the built-in systems)
-from sp_dynamics import GENERICNet, get_system, make_family_dataset
+from experiments.gas_decomposition import gas_data, probe_parser
+from sp_dynamics import GENERICNet
 from sp_dynamics.fitting import FitConfig, fit
 from sp_dynamics.io import atomic_write_text
 from sp_dynamics.meta.evaluation import data_region
@@ -94,15 +94,11 @@ def _cell(part) -> str:
 
 
 def main(argv=None) -> str:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--instances", type=int, nargs="+", default=[70, 75, 77])
-    parser.add_argument("--evals", type=int, default=3000, help="L-BFGS evaluations per fit (FitConfig.max_iter)")
+    parser = probe_parser(__doc__, [70, 75, 77], "experiments/results/gas_field_error.md")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
-    parser.add_argument("--out", default="experiments/results/gas_field_error.md")
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)
     start = time.time()
-    system, data = get_system("gas_containers"), make_family_dataset("gas_containers", seed=0)
+    system, data = gas_data()
     rows = []
     for i in args.instances:
         for kind in args.models:

@@ -89,7 +89,8 @@ def test_gas_field_error_splits_the_data_region(tmp_path):
 
     text = gas_field_error.main(["--instances", "70", "--evals", "3", "--models", "mlp", "E given",
                                  "--out", str(tmp_path / "g.md")])
-    assert text.count("| 70 |") == 2 and (tmp_path / "g.md").exists()
+    assert text.count("| 70 | mlp |") == 2 and text.count("| 70 | E given |") == 2  # error table and worst points
+    assert (tmp_path / "g.md").exists()
 
 
 def test_held_out_trajectories_are_new_true_motions_of_the_instance():
