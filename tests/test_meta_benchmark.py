@@ -170,3 +170,24 @@ def test_training_from_noisy_states_alone_evaluates_against_clean_data(tmp_path)
     assert len(list((tmp_path / "runs").glob("meta-pendulum-smoke-*"))) == 2
     assert "estimated from the states (smoothing_spline), Gaussian noise std 0.01" in (
         tmp_path / "meta_pendulum_smoke_noisy.md").read_text()
+
+
+def test_results_run_in_parts_combine_into_the_one_run_table(tmp_path):
+    # Catches: a combined table that is not what one run over all seeds gives (seeds dropped,
+    # misordered or averaged per part), and parts with other settings or repeated seeds merged.
+    from experiments import meta_combine
+    from sp_dynamics.runners.common import UsageError
+
+    run = lambda *a: meta_benchmark.main(["--preset", "smoke", "--methods", "svd", "--out", str(tmp_path), *a])  # noqa: E731
+    run("--seeds", "1", "--tag", "b")
+    run("--seeds", "0", "--tag", "a")
+    whole = run("--seeds", "0", "1", "--tag", "ab")
+    merged = meta_combine.main(["meta_pendulum_smoke_a", "meta_pendulum_smoke_b", "--stem", "c", "--results", str(tmp_path)])
+    for key in ("eps_field", "eps_field_data", "eps_traj", "ssim"):
+        assert merged["svd"][key] == pytest.approx(whole["svd"][key], rel=1e-9)
+    assert "seeds [0, 1]" in (tmp_path / "c.md").read_text()
+    with pytest.raises(UsageError, match="svd seed 0 is in two parts"):
+        meta_combine.main(["meta_pendulum_smoke_a", "meta_pendulum_smoke_ab", "--stem", "d", "--results", str(tmp_path)])
+    run("--seeds", "2", "--set", "adapt.lr=0.123", "--tag", "other")
+    with pytest.raises(UsageError, match="other settings .*adapt"):
+        meta_combine.main(["meta_pendulum_smoke_a", "meta_pendulum_smoke_other", "--stem", "e", "--results", str(tmp_path)])

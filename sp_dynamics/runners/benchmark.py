@@ -312,7 +312,7 @@ def main(argv: list[str] | None = None, *, default_results: str | Path | None = 
     return results
 
 
-def _table(args, cfg: BenchConfig, results: dict, wall: float, command: str) -> str:
+def _table(args, cfg: BenchConfig, results: dict, wall: float, command: str, machine: str | None = None) -> str:
     adapt = (f"{cfg.adapt.gn_steps} Gauss-Newton steps" if cfg.adapt.solver == "gauss_newton"
              else f"{cfg.adapt.steps} Adam steps")
     refine = (f" + {cfg.meta.refine_evals} full-batch L-BFGS evaluations ({cfg.meta.refine_points} points per system)"
@@ -326,7 +326,7 @@ def _table(args, cfg: BenchConfig, results: dict, wall: float, command: str) -> 
         f"# Meta-learning benchmark: {args.system}, preset `{args.preset}`",
         "",
         command,
-        machine_line(wall, args.jobs, " (the wall time column sums a method's runs over seeds)"),
+        machine or machine_line(wall, args.jobs, " (the wall time column sums a method's runs over seeds)"),
         f"- seeds {list(cfg.seeds)}; rank r = {cfg.rank} for MR/SVD; energy scale {cfg.energy_scale}; {cfg.shots} shots; "
         f"meta iterations {cfg.meta.iterations} ({cfg.meta.lr_schedule} lr, {cfg.dtype}; modulation){refine}, "
         f"{cfg.grad.iterations} (MAML/ANIL/Reptile); latent adaptation {adapt} from the {cfg.adapt.init} latent",

@@ -1,0 +1,90 @@
+"""Combine meta-benchmark result files of one configuration run at different times for different seeds.
+
+    python -m experiments.meta_combine meta_dno_paper_fw_shift_seed0 meta_dno_paper_mod_seeds12 \\
+        --stem meta_dno_paper_modulation
+
+A long benchmark is often run in parts (seed 0 first, seeds 1 and 2 later). This merges the
+per-seed values of each method from the parts' ``.json`` files into one table (mean ± std over
+all seeds), the same table `meta_benchmark` writes. It refuses parts whose settings differ in
+anything but the seeds (system, preset, overrides and every training and evaluation setting must
+match, from the ``.config.json`` files) and a (method, seed) pair that two parts both hold. The
+header names the parts; each part's own file keeps its command, machine, date and wall time.
+Files are read from and written to ``--results`` (default experiments/results).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+from experiments._shim import RESULTS, run
+from sp_dynamics.runners.benchmark import _table
+from sp_dynamics.runners.common import UsageError, command_line, write_results
+
+
+def load(results: Path, stem: str) -> tuple[dict, dict]:
+    paths = [results / f"{stem}.json", results / f"{stem}.config.json"]
+    for p in paths:
+        if not p.is_file():
+            raise UsageError(f"no {p.name} in {results}: name each part by its result stem (no extension)")
+    return tuple(json.loads(p.read_text()) for p in paths)
+
+
+def combine(parts: list[tuple[str, dict, dict]]) -> tuple[dict, dict, dict[str, list[int]]]:
+    """Merge ``(stem, results, config)`` parts: per method, every per-seed list concatenated in seed order."""
+    first_stem, _, first = parts[0]
+    same = {k: v for k, v in first.items() if k != "methods"} | {"config": {**first["config"], "seeds": None}}
+    per_seed: dict[str, dict[int, dict]] = {}
+    walls: dict[str, float] = {}
+    for stem, results, cfg in parts:
+        mine = {k: v for k, v in cfg.items() if k != "methods"} | {"config": {**cfg["config"], "seeds": None}}
+        if mine != same:
+            diff = sorted(k for k in set(mine["config"]) | set(same["config"]) if mine["config"].get(k) != same["config"].get(k))
+            diff += sorted(k for k in mine if k != "config" and mine[k] != same.get(k))
+            raise UsageError(f"{stem} was run with other settings than {first_stem} (differ: {', '.join(diff)})")
+        for method, r in results.items():
+            for i, seed in enumerate(cfg["config"]["seeds"]):
+                if seed in per_seed.setdefault(method, {}):
+                    raise UsageError(f"{method} seed {seed} is in two parts (one is {stem})")
+                per_seed[method][seed] = {k: v[i] for k, v in r.items() if isinstance(v, list)}
+            walls[method] = walls.get(method, 0.0) + r.get("wall_time_s", 0.0)
+    merged = {m: {k: [runs[s][k] for s in sorted(runs)] for k in next(iter(runs.values()))} | {"wall_time_s": walls[m]}
+              for m, runs in per_seed.items()}
+    return merged, first, {m: sorted(runs) for m, runs in per_seed.items()}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("parts", nargs="+", help="result stems of the parts, e.g. meta_dno_paper_fw_shift_seed0")
+    parser.add_argument("--stem", required=True, help="stem of the combined files")
+    parser.add_argument("--results", default=str(RESULTS))
+    args = parser.parse_args(argv)
+    results_dir = Path(args.results)
+    if Path(args.stem).name != args.stem:
+        raise UsageError(f"--stem is a file name stem, not a path: {args.stem!r} (the folder is --results)")
+    if len(args.parts) < 2:
+        raise UsageError("give at least two parts to combine")
+    parts = [(stem, *load(results_dir, stem)) for stem in args.parts]
+    merged, first, seeds = combine(parts)
+    settings = _stored_config({**first["config"], "seeds": sorted({s for v in seeds.values() for s in v})})
+    header = ("- combined from " + ", ".join(f"[`{s}.md`]({s}.md)" for s in args.parts)
+              + " (each part's file has its command, machine, date and wall time); seeds per method: "
+              + "; ".join(f"{m} {v}" for m, v in seeds.items()) + " (the wall time column sums a method's runs over seeds)")
+    table = _table(SimpleNamespace(system=first["system"], preset=first["preset"], jobs=1),
+                   settings, merged, 0.0,
+                   command_line("python -m experiments.meta_combine", argv), machine=header)
+    write_results(results_dir, args.stem, table, merged,
+                  {**{k: v for k, v in first.items() if k != "methods"}, "methods": list(merged), "parts": args.parts})
+    print(table)
+    return merged
+
+
+def _stored_config(stored: dict) -> SimpleNamespace:
+    """Stored settings (a config dict) as attributes, for the table's description lines."""
+    return SimpleNamespace(**{k: _stored_config(v) if isinstance(v, dict) else v for k, v in stored.items()})
+
+
+if __name__ == "__main__":
+    run(main)
