@@ -67,6 +67,14 @@ def gas_data():
     return get_system("gas_containers"), make_family_dataset("gas_containers", seed=0)
 
 
+def write_table(lines: list[str], out: str) -> str:
+    """Write a probe's markdown lines to ``out`` atomically, print and return the text."""
+    text = "\n".join(lines) + "\n"
+    atomic_write_text(text, out)
+    print(text)
+    return text
+
+
 def main(argv=None) -> str:
     parser = probe_parser(__doc__, [75, 70], "experiments/results/gas_decomposition.md")
     parser.add_argument("--given", nargs="+", default=list(GIVEN), choices=GIVEN, help="which parts are given")
@@ -96,10 +104,7 @@ def main(argv=None) -> str:
         coord = ", ".join(f"{c:.1e}" for c in r["coord"])
         lines.append(f"| {r['instance']} | {r['given']} | {r['law']} | {r['loss']:.2e} | {coord} | {r['eps_traj']:.2e} "
                      f"| {r['eps_field_data']:.2e} | {r['seconds']:.0f} |")
-    text = "\n".join(lines) + "\n"
-    atomic_write_text(text, args.out)
-    print(text)
-    return text
+    return write_table(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -28,10 +28,9 @@ import time
 import torch
 
 import systems  # noqa: F401  (registers the built-in systems)
-from experiments.gas_decomposition import gas_data, probe_parser
+from experiments.gas_decomposition import gas_data, probe_parser, write_table
 from sp_dynamics import GENERICNet
 from sp_dynamics.fitting import FitConfig, fit
-from sp_dynamics.io import atomic_write_text
 from sp_dynamics.meta.evaluation import data_region
 from sp_dynamics.runners.common import command_line, machine_line
 from sp_dynamics.runners.fit_instances import build_model, evaluate_fit
@@ -136,10 +135,7 @@ def main(argv=None) -> str:
         lines.append(f"| {r['instance']} | {r['model']} | " + "; ".join(
             "(" + ", ".join(f"{v:.2f}" for v in t["x"]) + f"): {t['share']:.0%}, {t['distance']:.1f}, {t['time_index']}"
             for t in r["top"]) + " |")
-    text = "\n".join(lines) + "\n"
-    atomic_write_text(text, args.out)
-    print(text)
-    return text
+    return write_table(lines, args.out)
 
 
 if __name__ == "__main__":
