@@ -50,6 +50,12 @@ def combine(parts: list[tuple[str, dict, dict]]) -> tuple[dict, dict, dict[str, 
                     raise UsageError(f"{method} seed {seed} is in two parts (one is {stem})")
                 per_seed[method][seed] = {k: v[i] for k, v in r.items() if isinstance(v, list)}
             walls[method] = walls.get(method, 0.0) + r.get("wall_time_s", 0.0)
+    for m, runs in per_seed.items():
+        keys = [set(r) for r in runs.values()]
+        if any(k != keys[0] for k in keys):
+            missing = sorted(set.union(*keys) - set.intersection(*keys))
+            raise UsageError(f"{m}: the parts report different metrics ({', '.join(missing)} missing in some): "
+                             "written by different versions of the benchmark")
     merged = {m: {k: [runs[s][k] for s in sorted(runs)] for k in next(iter(runs.values()))} | {"wall_time_s": walls[m]}
               for m, runs in per_seed.items()}
     return merged, first, {m: sorted(runs) for m, runs in per_seed.items()}
