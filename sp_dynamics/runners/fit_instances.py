@@ -113,20 +113,24 @@ def evaluate_fit(model: torch.nn.Module, system, data, instance: int, label: str
     out = {"eps_field": eps_field(model, true, grid),
            "eps_field_data": eps_field(model, true, data_region(system, data, grid, instance)),
            "eps_field_held_out": eps_field(model, true, fresh.reshape(-1, fresh.shape[-1]))}
-    try:
-        out["eps_traj_held_out"] = float(eps_traj(safe_rollout(model, fresh[:, 0], data.t), fresh).mean())
-    except Exception as exc:  # as below: reported, not fatal
-        print(f"  {label or f'instance {instance}'}: held-out rollout failed ({type(exc).__name__})", flush=True)
-        out["eps_traj_held_out"] = float("nan")
-    try:
-        pred = safe_rollout(model, data.x[instance, :, 0], data.t)
-        per_traj = eps_traj(pred, data.x[instance])
-        out.update(eps_traj=float(per_traj.mean()), eps_traj_max=float(per_traj.max()))
-        if system.is_generic:
-            out["max_abs_dEdt"], out["min_dSdt"] = structure_rates(model, pred)
-    except Exception as exc:  # a stiff or diverging learned field: reported, not fatal
-        print(f"  {label or f'instance {instance}'}: rollout failed ({type(exc).__name__}); eps_traj = NaN", flush=True)
+
+    def rollout_or_none(x0: torch.Tensor, what: str):
+        try:
+            return safe_rollout(model, x0, data.t)
+        except Exception as exc:  # a stiff or diverging learned field: reported, not fatal
+            print(f"  {label or f'instance {instance}'}: {what} failed ({type(exc).__name__}); eps_traj = NaN", flush=True)
+            return None
+
+    held_out = rollout_or_none(fresh[:, 0], "held-out rollout")
+    out["eps_traj_held_out"] = float("nan") if held_out is None else float(eps_traj(held_out, fresh).mean())
+    pred = rollout_or_none(data.x[instance, :, 0], "rollout")
+    if pred is None:
         out.update(eps_traj=float("nan"), eps_traj_max=float("nan"), max_abs_dEdt=float("nan"), min_dSdt=float("nan"))
+        return out
+    per_traj = eps_traj(pred, data.x[instance])
+    out.update(eps_traj=float(per_traj.mean()), eps_traj_max=float(per_traj.max()))
+    if system.is_generic:
+        out["max_abs_dEdt"], out["min_dSdt"] = structure_rates(model, pred)
     return out
 
 
@@ -171,21 +175,18 @@ def report(system, bracket: str, cfg: FitBenchConfig, preset: str, rows: list[di
             cols += [f"{max(r['max_abs_dEdt'] for r in rs):.1e}", f"{min(r['min_dSdt'] for r in rs):.1e}"]
         cols += [f"{np.mean([r['evaluations'] for r in rs]):.0f}", f"{np.mean([r['fit_s'] for r in rs]):.0f}"]
         lines.append("| " + " | ".join(cols) + " |")
-    et = np.array([r["eps_traj"] for r in rows])
-    ed = np.array([r["eps_field_data"] for r in rows])
+    def summary(key: str) -> str:
+        v = np.array([r.get(key, np.nan) for r in rows])
+        return (f"mean {np.nanmean(v):.2e}, worst {np.nanmax(v):.2e} "
+                f"({int(np.sum(v <= 1e-2))} of {len(rows)} <= 1e-2)")
+
     lines += [
         "",
-        f"All {len(rows)} fits: eps_traj mean {np.nanmean(et):.2e}, worst {np.nanmax(et):.2e} "
-        f"({int(np.sum(et <= 1e-2))} of {len(rows)} <= 1e-2); eps_field (data region) mean {np.nanmean(ed):.2e}, "
-        f"worst {np.nanmax(ed):.2e} ({int(np.sum(ed <= 1e-2))} of {len(rows)} <= 1e-2); "
+        f"All {len(rows)} fits: eps_traj {summary('eps_traj')}; eps_field (data region) {summary('eps_field_data')}; "
         f"mean fit time {np.mean([r['fit_s'] for r in rows]):.0f} s per fit.",
     ]
-    hf = np.array([r.get("eps_field_held_out", np.nan) for r in rows])
-    ht = np.array([r.get("eps_traj_held_out", np.nan) for r in rows])
-    if np.isfinite(hf).any():
-        lines.append(f"Held out: eps_field mean {np.nanmean(hf):.2e}, worst {np.nanmax(hf):.2e} "
-                     f"({int(np.sum(hf <= 1e-2))} of {len(rows)} <= 1e-2); eps_traj mean {np.nanmean(ht):.2e}, "
-                     f"worst {np.nanmax(ht):.2e} ({int(np.sum(ht <= 1e-2))} of {len(rows)} <= 1e-2).")
+    if any(np.isfinite(r.get("eps_field_held_out", np.nan)) for r in rows):
+        lines.append(f"Held out: eps_field {summary('eps_field_held_out')}; eps_traj {summary('eps_traj_held_out')}.")
     if generic:
         lines.append(f"Structure along all rollouts: max |dE/dt| {np.nanmax([r['max_abs_dEdt'] for r in rows]):.1e}, "
                      f"min dS/dt {np.nanmin([r['min_dSdt'] for r in rows]):.1e}.")
