@@ -35,14 +35,19 @@ from sp_dynamics.runners.fit_instances import evaluate_fit
 GIVEN = ("E, S", "E", "S", "nothing")
 
 
-def one(system, data, instance: int, given: str, law: str, evals: int) -> dict:
-    x, dx = data.pairs(instance)
-    mu = data.params[instance]
-    torch.manual_seed(0)
+def partly_given_model(system, mu, given: str, law: str = "mlp") -> GENERICNet:
+    """The runners' gas model (mixed bracket fed grad E) with the true E and/or S of the instance
+    ``mu`` given (``given`` names them: "E, S", "E", "S" or "nothing") and the rest learned."""
     energy = (lambda y: system.E(mu, y)) if "E" in given else None
     entropy = (lambda y: system.S(mu, y)) if "S" in given else None
-    model = GENERICNet(4, bracket="mixed", friction_input="gradient", friction_law=law,
-                       energy=energy, entropy=entropy).double()
+    return GENERICNet(system.dim, bracket="mixed", friction_input="gradient", friction_law=law,
+                      energy=energy, entropy=entropy).double()
+
+
+def one(system, data, instance: int, given: str, law: str, evals: int) -> dict:
+    x, dx = data.pairs(instance)
+    torch.manual_seed(0)
+    model = partly_given_model(system, data.params[instance], given, law)
     restarts = 1 if given == "E, S" else 4  # fixed E and S cannot be re-initialised
     result = fit(model, x, dx, config=FitConfig(max_iter=evals, restarts=restarts, restart_iter=min(100, evals)),
                  progress=False)

@@ -28,8 +28,7 @@ import time
 import torch
 
 import systems  # noqa: F401  (registers the built-in systems)
-from experiments.gas_decomposition import gas_data, probe_parser, write_table
-from sp_dynamics import GENERICNet
+from experiments.gas_decomposition import gas_data, partly_given_model, probe_parser, write_table
 from sp_dynamics.fitting import FitConfig, fit
 from sp_dynamics.meta.evaluation import data_region
 from sp_dynamics.runners.common import command_line, machine_line
@@ -43,9 +42,7 @@ TOP = 4                                              # the points with the large
 
 def build(system, data, instance: int, kind: str) -> torch.nn.Module:
     if kind == "E given":
-        mu = data.params[instance]
-        return GENERICNet(system.dim, bracket="mixed", friction_input="gradient",
-                          energy=lambda y: system.E(mu, y)).double()
+        return partly_given_model(system, data.params[instance], "E")
     return build_model(system, "mixed", energy=kind)
 
 
