@@ -46,6 +46,7 @@ def test_meta_sweep_smoke_reports_every_cell(tmp_path):
                            "--lam-phi", "0.001", "--out", str(tmp_path)])
     assert set(res["svd"]) == {"0.1,0.001", "0.01,0.001"}
     assert "variance over cells" in (tmp_path / "meta_sweep_pendulum_smoke.md").read_text()
+    assert (tmp_path / "meta_sweep_pendulum_smoke.png").stat().st_size > 0  # the heat-map figure
 
 
 def test_experiment_clis_refuse_bad_arguments(capsys):

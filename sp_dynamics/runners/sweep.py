@@ -8,8 +8,9 @@ For every lambda_z in {1e-1, 1e-2, 1e-3} and lambda_phi in {1e-2, 1e-3, 1e-4} (`
 the benchmark (same preset, data, shots and evaluation) with those two weights.
 Reports eps_field, eps_field (data region) and eps_traj per cell (mean +- std over seeds), each
 method's mean and variance across the cells, and how many cells each method wins. Writes
-``meta_sweep_<system>_<preset>.md``, ``.json`` and ``.config.json``; each cell has its own run
-folder, so an interrupted sweep resumes.
+``meta_sweep_<system>_<preset>.md``, ``.json``, ``.config.json`` and a heat-map figure ``.png``
+(one panel per method and metric, a shared log colour scale per metric); each cell has its own
+run folder, so an interrupted sweep resumes.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from ..config import apply_overrides
 from ..data import make_family_dataset
 from ..registry import get_system
 from .benchmark import MODULATION, PRESETS, config_for, run_one, training_hash
-from .common import Parser, UsageError, cell, command_line, default_out, machine_line, run_jobs, result_stem, write_results
+from .common import (Parser, UsageError, cell, command_line, default_out, machine_line, pyplot, result_stem, run_jobs,
+                     write_results)
 
 LAM_Z = (1e-1, 1e-2, 1e-3)
 LAM_PHI = (1e-2, 1e-3, 1e-4)
@@ -67,6 +69,37 @@ def summarise(results: dict, methods, lam_z, lam_phi) -> list[str]:
                    for key in results[m]) for m in methods}
     lines.append("- lowest eps_field and eps_traj in the same cell: " + ", ".join(f"{m} {both[m]}" for m in methods))
     return lines
+
+
+def figure(results: dict, methods, lam_z, lam_phi, path: Path, title: str) -> None:
+    """Heat maps of the cell means: rows eps_field (data region) and eps_traj, one column per
+    method; each row shares one log colour scale, so methods compare by colour."""
+    plt = pyplot()
+    if plt is None:
+        return
+    from matplotlib.colors import LogNorm
+
+    keys = ("eps_field_data", "eps_traj")
+    fig, axes = plt.subplots(len(keys), len(methods), figsize=(3.2 * len(methods) + 1, 2.8 * len(keys)), squeeze=False)
+    for row, k in zip(axes, keys):
+        grids = {m: np.array([[np.mean(results[m][f"{lz:g},{lp:g}"][k]) for lp in lam_phi] for lz in lam_z])
+                 for m in methods}
+        values = np.concatenate([g.ravel() for g in grids.values()])
+        values = values[np.isfinite(values) & (values > 0)]
+        norm = LogNorm(values.min(), values.max()) if values.size else None
+        for ax, m in zip(row, methods):
+            im = ax.imshow(grids[m], norm=norm, cmap="viridis_r")
+            for (a, b), v in np.ndenumerate(grids[m]):
+                ax.text(b, a, f"{v:.1e}", ha="center", va="center", fontsize=7, color="w")
+            ax.set_xticks(range(len(lam_phi)), [f"{v:g}" for v in lam_phi])
+            ax.set_yticks(range(len(lam_z)), [f"{v:g}" for v in lam_z])
+            ax.set_xlabel("lambda_phi")
+            ax.set_ylabel("lambda_z")
+            ax.set_title(f"{m.upper()}: {k}", fontsize=9)
+        fig.colorbar(im, ax=list(row), shrink=0.8)
+    fig.suptitle(title, fontsize=10)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main(argv=None, *, default_results=None, prog: str = "sp-dynamics sweep") -> dict:
@@ -115,8 +148,10 @@ def main(argv=None, *, default_results=None, prog: str = "sp-dynamics sweep") ->
     ]
     text = "\n".join(lines)
     print(text)
-    write_results(out, result_stem(f"meta_sweep_{args.system}_{args.preset}", args), text, {"results": results, "wall_time_s": wall},
-                  {"args": vars(args), "config": cfg})
+    stem = result_stem(f"meta_sweep_{args.system}_{args.preset}", args)
+    write_results(out, stem, text, {"results": results, "wall_time_s": wall}, {"args": vars(args), "config": cfg})
+    figure(results, args.methods, args.lam_z, args.lam_phi, out / f"{stem}.png",
+           f"{args.system}, preset {args.preset}: cell means over seeds {list(cfg.seeds)} (lower is better)")
     return results
 
 
