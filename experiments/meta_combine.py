@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -48,7 +49,7 @@ def combine(parts: list[tuple[str, dict, dict]]) -> tuple[dict, dict, dict[str, 
             for i, seed in enumerate(cfg["config"]["seeds"]):
                 if seed in per_seed.setdefault(method, {}):
                     raise UsageError(f"{method} seed {seed} is in two parts (one is {stem})")
-                per_seed[method][seed] = {k: v[i] for k, v in r.items() if isinstance(v, list)}
+                per_seed[method][seed] = _upgrade({k: v[i] for k, v in r.items() if isinstance(v, list)})
             walls[method] = walls.get(method, 0.0) + r.get("wall_time_s", 0.0)
     for m, runs in per_seed.items():
         keys = [set(r) for r in runs.values()]
@@ -59,6 +60,15 @@ def combine(parts: list[tuple[str, dict, dict]]) -> tuple[dict, dict, dict[str, 
     merged = {m: {k: [runs[s][k] for s in sorted(runs)] for k in next(iter(runs.values()))} | {"wall_time_s": walls[m]}
               for m, runs in per_seed.items()}
     return merged, first, {m: sorted(runs) for m, runs in per_seed.items()}
+
+
+def _upgrade(run: dict) -> dict:
+    """One (method, seed) of a GENERIC part written before ``left_domain`` existed. Its entropy error
+    was NaN whenever any test trajectory left the state domain (or its rollout failed), so a finite
+    one means that none did (share 0); after a NaN the share is unknown (NaN)."""
+    if "entropy_error" in run and "left_domain" not in run:
+        run["left_domain"] = 0.0 if math.isfinite(run["entropy_error"]) else float("nan")
+    return run
 
 
 def main(argv=None) -> dict:

@@ -191,3 +191,33 @@ def test_results_run_in_parts_combine_into_the_one_run_table(tmp_path):
     run("--seeds", "2", "--set", "adapt.lr=0.123", "--tag", "other")
     with pytest.raises(UsageError, match="other settings .*adapt"):
         meta_combine.main(["meta_pendulum_smoke_a", "meta_pendulum_smoke_other", "--stem", "e", "--results", str(tmp_path)])
+
+
+def test_entropy_error_skips_only_the_trajectories_that_left_the_state_domain():
+    # Catches: one gas rollout that pushes the piston out of (0, 2) turning the whole entropy
+    # column NaN (the paper-preset gas table showed NaN for this reason), or such a trajectory
+    # being scored with an S that is undefined there.
+    import torch
+
+    from sp_dynamics import get_system
+    from sp_dynamics.meta.evaluation import entropy_production_errors
+
+    system = get_system("gas_containers")
+    mu = torch.tensor([7.0], dtype=torch.float64)  # gamma; S = S1 + S2 does not depend on it
+    true = torch.tensor([[[1.0, 0.0, 2.0, 2.0], [1.0, 0.0, 2.1, 2.1]]] * 3, dtype=torch.float64)  # (J=3, T=2, n)
+    pred = true.clone()
+    pred[1, 1, 2:] = 2.2             # trajectory 1 produces twice the entropy (0.4 against 0.2): error 1
+    pred[2, 0, 0] = 2.5              # trajectory 2 leaves the domain (piston outside (0, 2))
+    err = entropy_production_errors(system, mu, pred, true)
+    assert err[0] == 0.0 and err[1] == pytest.approx(1.0, rel=1e-6) and torch.isnan(err[2])
+
+
+def test_combine_derives_the_left_share_of_parts_written_before_it_existed():
+    # Catches: meta_combine refusing (or mis-reading) a GENERIC part written before the
+    # benchmark reported `left_domain`: a finite old entropy error means no trajectory left.
+    from experiments.meta_combine import _upgrade
+
+    assert _upgrade({"entropy_error": 0.2})["left_domain"] == 0.0
+    assert math.isnan(_upgrade({"entropy_error": float("nan")})["left_domain"])
+    assert _upgrade({"entropy_error": 0.2, "left_domain": 0.5})["left_domain"] == 0.5
+    assert "left_domain" not in _upgrade({"eps_traj": 0.1})  # Hamiltonian parts have no entropy column

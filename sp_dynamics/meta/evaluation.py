@@ -23,7 +23,7 @@ from ..nn import gradient
 from .maml import _sub, hnn_field
 
 __all__ = ["FunctionalField", "MAX_ROLLOUT_STEPS", "safe_rollout", "structure_rates", "valid_prefix", "data_region",
-           "held_out_trajectories", "entropy_production_error", "evaluate_fields", "metric_names"]
+           "held_out_trajectories", "entropy_production_errors", "evaluate_fields", "metric_names"]
 
 MAX_ROLLOUT_STEPS = 2000  # dopri5 steps per rollout; a smooth learned pendulum field needs a few hundred
 
@@ -107,28 +107,34 @@ def held_out_trajectories(system, data, instance: int, n_traj: int | None = None
                    options={"norm": lambda e: e.abs().max()})
 
 
-def entropy_production_error(system, mu: Tensor, pred: Tensor, true: Tensor) -> float:
-    """Mean over trajectories of ``|dS_pred - dS_true| / |dS_true|``, the entropy produced by t_end
-    (the system's own S at the end minus at the start) along the prediction and along the truth;
-    NaN when the prediction left the state domain."""
-    try:
-        produced = system.entropy(mu, pred[:, -1]) - system.entropy(mu, pred[:, 0])
-    except ValueError:
-        return float("nan")
-    reference = system.entropy(mu, true[:, -1]) - system.entropy(mu, true[:, 0])
-    return float(((produced - reference).abs() / reference.abs()).mean())
+def entropy_production_errors(system, mu: Tensor, pred: Tensor, true: Tensor) -> Tensor:
+    """Per trajectory (J,), ``|dS_pred - dS_true| / |dS_true|``: the entropy produced by t_end (the
+    system's own S at the end minus at the start) along the prediction (J, T, n) and along the
+    truth. NaN for a trajectory whose prediction left the state domain at any time, where the
+    true S is undefined (a learned gas_containers model can push the piston out of (0, 2));
+    the other trajectories keep their errors."""
+    out = torch.full((pred.shape[0],), float("nan"), dtype=torch.float64)
+    stayed = [j for j in range(pred.shape[0]) if valid_prefix(system, pred[j]) == pred.shape[1]]
+    if stayed:
+        p, t = pred[stayed], true[stayed]
+        produced = system.entropy(mu, p[:, -1]) - system.entropy(mu, p[:, 0])
+        reference = system.entropy(mu, t[:, -1]) - system.entropy(mu, t[:, 0])
+        out[stayed] = ((produced - reference).abs() / reference.abs()).double()
+    return out
 
 
 def metric_names(system) -> tuple[str, ...]:
     """The keys :func:`evaluate_fields` returns for ``system``."""
     return ("eps_field", "eps_field_data", "eps_traj", "ssim") + (
-        ("max_abs_dEdt", "min_dSdt", "entropy_error") if system.is_generic else ())
+        ("max_abs_dEdt", "min_dSdt", "entropy_error", "left_domain") if system.is_generic else ())
 
 
 def evaluate_fields(fields, system, data, instances=None) -> dict:
     """Protocol metrics of adapted fields, one per instance (default ``data.test_ids``), averaged
     over the instances (structure columns: the worst case). All NaN for an empty ``fields``
-    (a method that diverged)."""
+    (a method that diverged). For GENERIC systems ``entropy_error`` is the mean over the test
+    trajectories whose rollout stayed in the state domain (:func:`entropy_production_errors`) and
+    ``left_domain`` the share of test trajectories whose rollout left it or failed."""
     keys = metric_names(system)
     instances = list(data.test_ids if instances is None else instances)
     if not fields:
@@ -149,15 +155,25 @@ def evaluate_fields(fields, system, data, instances=None) -> dict:
                 dE, dS = structure_rates(f, pred)
                 rows["max_abs_dEdt"].append(dE)
                 rows["min_dSdt"].append(dS)
-                rows["entropy_error"].append(entropy_production_error(system, data.params[i], pred, data.x[i]))
+                rows["entropy_error"].extend(entropy_production_errors(system, data.params[i], pred, data.x[i]).tolist())
         except Exception as exc:  # a diverging or very stiff learned field: report, don't crash
             warnings.warn(f"rollout failed on test instance {i} ({type(exc).__name__}: {str(exc)[:80]}); "
                           "eps_traj = NaN", RuntimeWarning, stacklevel=2)
-            for k in ("eps_traj", "max_abs_dEdt", "min_dSdt", "entropy_error"):
+            for k in ("eps_traj", "max_abs_dEdt", "min_dSdt"):
                 if k in rows:
                     rows[k].append(float("nan"))
+            if system.is_generic:
+                rows["entropy_error"].extend([float("nan")] * data.x.shape[1])  # counted as left below
     out = {k: float(np.mean(rows[k])) for k in ("eps_field", "eps_field_data", "eps_traj", "ssim")}
     if system.is_generic:
         out.update(max_abs_dEdt=float(np.max(rows["max_abs_dEdt"])), min_dSdt=float(np.min(rows["min_dSdt"])),
-                   entropy_error=float(np.mean(rows["entropy_error"])))
+                   entropy_error=_mean_finite(rows["entropy_error"]),
+                   left_domain=float(np.mean(~np.isfinite(rows["entropy_error"]))))
     return out
+
+
+def _mean_finite(values) -> float:
+    """Mean of the finite entries; NaN when there are none."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if v.size else float("nan")

@@ -344,8 +344,9 @@ def _table(args, cfg: BenchConfig, results: dict, wall: float, command: str, mac
             "rollouts from the test initial states (worst case over test instances and seeds)",
             "- entropy error: |S(x_hat(t_end)) - S(x_hat(0)) - (S(x(t_end)) - S(x(0)))| / |S(x(t_end)) - S(x(0))| with "
             "the system's true S, the entropy produced by t_end along the rollout against the truth (mean over "
-            "trajectories and instances); for GENERIC systems the data region carries each grid point's entropies "
-            "from its nearest trajectory state",
+            "the test trajectories whose rollout stayed in the state domain, where S is defined; in brackets the "
+            "share that left it or failed, when any did); for GENERIC systems the data region carries each grid "
+            "point's entropies from its nearest trajectory state",
             "",
             "| method | eps_field | eps_field (data region) | eps_traj | entropy error | SSIM | max abs dE/dt | min dS/dt "
             "| adaptation (s) | wall time (s) |",
@@ -359,7 +360,8 @@ def _table(args, cfg: BenchConfig, results: dict, wall: float, command: str, mac
     for m, r in results.items():
         row = f"| {m} | {cell(r['eps_field'])} | {cell(r['eps_field_data'])} | {cell(r['eps_traj'])} |"
         if generic:
-            row += f" {cell(r['entropy_error'])} |"
+            left = np.mean(r["left_domain"])
+            row += f" {cell(r['entropy_error'])}" + (f" ({left:.0%} left)" if left > 0 else "") + " |"
         row += f" {cell(r['ssim'])} |"
         if generic:
             row += f" {np.max(r['max_abs_dEdt']):.1e} | {np.min(r['min_dSdt']):.1e} |"  # NaN propagates
