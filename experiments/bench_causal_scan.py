@@ -13,20 +13,14 @@ warm-up call. Timings on shared machines vary by 30-50%: compare within one run.
 
 from __future__ import annotations
 
-import argparse
-import platform
-import sys
 import time
-from datetime import datetime, timezone
-from pathlib import Path
 
 import torch
 
+from experiments import _bench
+from experiments._shim import run
 from experiments.bench_maml import _median_time as _time
 from metriplector import causal_scan, causal_scan_loop
-from sp_dynamics.io import atomic_write_text
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def bench(T: int, repeats: int, device: str) -> dict:
@@ -52,11 +46,10 @@ def bench(T: int, repeats: int, device: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> str:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _bench.parser("bench_causal_scan", __doc__)
     p.add_argument("--lengths", type=int, nargs="+", default=[1000, 4000, 16000])
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--no-save", dest="save", action="store_false")
     args = p.parse_args(argv)
     if min(args.lengths) < 2 or args.repeats < 1:
         p.error("need lengths >= 2 and --repeats >= 1")
@@ -65,10 +58,8 @@ def main(argv: list[str] | None = None) -> str:
     lines = [
         "# Causal Poisson chain: parallel scan vs sequential loop (forward + backward)",
         "",
-        f"- command: `python -m experiments.bench_causal_scan {' '.join(sys.argv[1:] if argv is None else argv)}`",
-        f"- machine: {platform.machine()}, device {args.device}, {torch.get_num_threads()} torch threads; "
-        f"torch {torch.__version__}; date {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; "
-        f"total wall time {time.time() - start:.0f} s",
+        _bench.command("bench_causal_scan", argv),
+        _bench.machine(f"device {args.device}, {torch.get_num_threads()} torch threads", start),
         f"- batch 8 x 16 fields, float32, median of {args.repeats} calls",
         "",
         "| T | scan (s) | loop (s) | loop / scan | max relative difference |",
@@ -79,12 +70,9 @@ def main(argv: list[str] | None = None) -> str:
                      f"{r['agreement']:.1e} |")
     lines.append("")
     table = "\n".join(lines)
-    if args.save:
-        name = "bench_causal_scan.md" if args.device == "cpu" else f"bench_causal_scan_{args.device.split(':')[0]}.md"
-        atomic_write_text(table, RESULTS / name)
-    print(table)
-    return table
+    name = "bench_causal_scan.md" if args.device == "cpu" else f"bench_causal_scan_{args.device.split(':')[0]}.md"
+    return _bench.finish(table, name if args.save else None)
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -14,20 +14,14 @@ machines vary by 30-50%: compare within one run.
 
 from __future__ import annotations
 
-import argparse
-import platform
-import sys
 import time
-from datetime import datetime, timezone
-from pathlib import Path
 
 import torch
 
+from experiments import _bench
+from experiments._shim import run
 from experiments.bench_maml import _median_time as _time
 from metriplector.layers import FieldCoupling, _cayley_solve, _cayley_spectral
-from sp_dynamics.io import atomic_write_text
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 @torch.no_grad()
@@ -46,10 +40,9 @@ def bench(batch: int, repeats: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> str:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _bench.parser("bench_cayley", __doc__)
     p.add_argument("--batches", type=int, nargs="+", default=[64, 320])
     p.add_argument("--repeats", type=int, default=20)
-    p.add_argument("--no-save", dest="save", action="store_false")
     args = p.parse_args(argv)
     if min(args.batches) < 1 or args.repeats < 1:
         p.error("need batches >= 1 and --repeats >= 1")
@@ -58,9 +51,8 @@ def main(argv: list[str] | None = None) -> str:
     lines = [
         "# Cayley advection without autograd: spectral path vs per-position solves (forward)",
         "",
-        f"- command: `python -m experiments.bench_cayley {' '.join(sys.argv[1:] if argv is None else argv)}`",
-        f"- machine: {platform.machine()}, cpu, {torch.get_num_threads()} torch threads; torch {torch.__version__}; "
-        f"date {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; total wall time {time.time() - start:.0f} s",
+        _bench.command("bench_cayley", argv),
+        _bench.machine(f"cpu, {torch.get_num_threads()} torch threads", start),
         f"- B x 8 fields x 8x8 grid, float32, median of {args.repeats} calls",
         "",
         "| batch | spectral (s) | solve (s) | solve / spectral | max relative difference |",
@@ -71,11 +63,8 @@ def main(argv: list[str] | None = None) -> str:
                      f"{r['agreement']:.1e} |")
     lines.append("")
     table = "\n".join(lines)
-    if args.save:
-        atomic_write_text(table, RESULTS / "bench_cayley.md")
-    print(table)
-    return table
+    return _bench.finish(table, "bench_cayley.md" if args.save else None)
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -21,17 +21,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from experiments import _bench
+from experiments._shim import run
+
 NETWORKS = {"10 GbE": (1.25e9, 30e-6), "InfiniBand HDR": (25e9, 5e-6)}
 
 
@@ -68,7 +68,9 @@ def worker(out: str, iterations: int, warmup: int, tasks: int) -> None:
 
 
 def _launch(procs: int, threads: int, args, tasks: int) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    root = str(Path(__file__).resolve().parent.parent)  # the workers run this file as a script: let them import experiments
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": os.pathsep.join(
+        p for p in (root, os.environ.get("PYTHONPATH")) if p)}
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "timing.json")
         script = [str(Path(__file__).resolve()), "--worker", out, "--iterations", str(args.iterations),
@@ -77,21 +79,20 @@ def _launch(procs: int, threads: int, args, tasks: int) -> dict:
             cmd = [sys.executable, *script]
         else:
             cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(procs), *script]
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=root)
         if proc.returncode != 0:
             raise RuntimeError(f"benchmark run with {procs} processes failed:\n{proc.stderr[-2000:]}")
         return json.loads(Path(out).read_text())
 
 
 def main(argv: list[str] | None = None) -> str:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _bench.parser("bench_distributed", __doc__)
     parser.add_argument("--iterations", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--tasks", type=int, default=10, help="global tasks per iteration")
-    parser.add_argument("--no-save", dest="save", action="store_false")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.iterations < 1 or args.warmup < 0 or args.tasks < 2:
+    if args.iterations < 1 or args.warmup < 0 or args.tasks < (1 if args.worker else 2):  # a worker may time one rank's single task
         parser.error("need --iterations >= 1, --warmup >= 0 and --tasks >= 2")
     if args.worker:
         worker(args.worker, args.iterations, args.warmup, args.tasks)
@@ -105,9 +106,8 @@ def main(argv: list[str] | None = None) -> str:
     lines = [
         "# Data-parallel meta-training: 1 vs 2 processes",
         "",
-        f"- command: `python -m experiments.bench_distributed {' '.join(sys.argv[1:] if argv is None else argv)}`",
-        f"- machine: {platform.machine()}, {os.cpu_count()} CPUs; torch {torch.__version__}; "
-        f"date {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; total wall time {time.time() - start:.0f} s",
+        _bench.command("bench_distributed", argv),
+        _bench.machine(f"{os.cpu_count()} CPUs", start),
         f"- workload: SVD(5) latent HNN ({rows[0][1]['params']} base parameters, float32), 70 systems, "
         f"{args.tasks} tasks x 256 points per iteration (global batch), {args.iterations} timed iterations after "
         f"{args.warmup} warm-up ones; the same batches in every row",
@@ -151,13 +151,8 @@ def main(argv: list[str] | None = None) -> str:
                      f"({'latency' if lat > bw else 'bandwidth'}-bound).")
     lines.append("")
     table = "\n".join(lines)
-    if args.save:
-        from sp_dynamics.io import atomic_write_text
-
-        atomic_write_text(table, RESULTS / "bench_distributed.md")
-    print(table)
-    return table
+    return _bench.finish(table, "bench_distributed.md" if args.save else None)
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

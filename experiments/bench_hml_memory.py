@@ -14,20 +14,14 @@
 
 from __future__ import annotations
 
-import argparse
 import math
-import platform
-import sys
 import time
-from datetime import datetime, timezone
-from pathlib import Path
 
 import torch
 
+from experiments import _bench
+from experiments._shim import run
 from sp_dynamics.sequence import HamiltonianMemoryLayer
-from sp_dynamics.io import atomic_write_text
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def saved_bytes(layer: HamiltonianMemoryLayer, x: torch.Tensor) -> tuple[int, torch.Tensor]:
@@ -97,14 +91,13 @@ def accuracy_rows(T: int, B: int, D: int, spacings: list[int], gamma: float = 0.
 
 
 def main(argv: list[str] | None = None) -> str:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _bench.parser("bench_hml_memory", __doc__)
     parser.add_argument("--T", type=int, nargs="+", default=[100, 500, 1000, 2000])
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--state", type=int, default=128)
     parser.add_argument("--accuracy-T", type=int, default=2000)
     parser.add_argument("--no-accuracy", dest="accuracy", action="store_false", help="memory and time rows only")
     parser.add_argument("--stem", default="bench_hml_memory", help="results file name (without .md)")
-    parser.add_argument("--no-save", dest="save", action="store_false")
     args = parser.parse_args(argv)
     if min(args.T) < 1 or args.batch < 1 or args.state < 1 or args.accuracy_T < 1:
         parser.error("T, batch, state and accuracy-T must be >= 1")
@@ -117,12 +110,10 @@ def main(argv: list[str] | None = None) -> str:
     lines = [
         "# HML backward: memory and float32 accuracy",
         "",
-        f"- command: `python -m experiments.bench_hml_memory {' '.join(sys.argv[1:] if argv is None else argv)}`",
-        f"- machine: {platform.machine()}, {torch.get_num_threads()} torch threads; torch {torch.__version__}; "
-        f"date {datetime.now(timezone.utc):%Y-%m-%d}; seeds 0 (layer), T (inputs), 1 (accuracy inputs)",
+        _bench.command("bench_hml_memory", argv),
+        _bench.machine(start=start) + "; seeds 0 (layer), T (inputs), 1 (accuracy inputs)",
         f"- one layer, quadratic potential, harmonic angles, batch {args.batch}, D = {args.state}, 16 inputs/outputs, float32; "
-        "reversible mode with checkpoint_every = 64, chunked mode with chunk = 128; total wall time "
-        f"{time.time() - start:.0f} s",
+        "reversible mode with checkpoint_every = 64, chunked mode with chunk = 128",
         "",
         "| T | " + " | ".join(f"{m}: saved MB" for m in MODES) + " | loop / reversible memory | "
         + " | ".join(f"{m} fwd+bwd (s)" for m in MODES) + " | reversible / loop time | fft / chunked time |",
@@ -146,11 +137,8 @@ def main(argv: list[str] | None = None) -> str:
         ]
         lines += [f"| {r['gamma']} | {r['checkpoint_every']} | {r['rel_error']:.2e} |" for r in acc]
     table = "\n".join(lines) + "\n"
-    if args.save:
-        atomic_write_text(table, RESULTS / f"{args.stem}.md")
-    print(table)
-    return table
+    return _bench.finish(table, f"{args.stem}.md" if args.save else None)
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -16,24 +16,19 @@ depend on their values. Median over ``--repeats`` timed calls after one warm-up 
 
 from __future__ import annotations
 
-import argparse
-import platform
 import statistics
-import sys
 import time
-from datetime import datetime, timezone
-from pathlib import Path
 
 import torch
 
+from experiments import _bench
+from experiments._shim import run
 from sp_dynamics import LatentHamiltonianNN
-from sp_dynamics.io import atomic_write_text
 from sp_dynamics.meta.adaptation import support_loss
 from sp_dynamics.meta.baselines import last_layer
 from sp_dynamics.meta.maml import maml_meta_gradient
 from sp_dynamics.nn import MLP
 
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _median_time(fn, repeats: int) -> float:
@@ -118,11 +113,10 @@ def bench_latent_step(K: int, N: int, repeats: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> str:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _bench.parser("bench_maml", __doc__)
     parser.add_argument("--tasks", type=int, default=10, help="tasks per meta-batch K")
     parser.add_argument("--points", type=int, default=128, help="support (and query) points per task")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--no-save", dest="save", action="store_false")
     args = parser.parse_args(argv)
     if args.tasks < 1 or args.points < 1 or args.repeats < 1:
         parser.error("--tasks, --points and --repeats must be >= 1")
@@ -133,11 +127,10 @@ def main(argv: list[str] | None = None) -> str:
     lines = [
         "# Batched vs per-task loop (meta-learning hot paths)",
         "",
-        f"- command: `python -m experiments.bench_maml {' '.join(sys.argv[1:] if argv is None else argv)}`",
-        f"- machine: {platform.machine()}, {torch.get_num_threads()} torch threads; torch {torch.__version__}; "
-        f"date {datetime.now(timezone.utc):%Y-%m-%d}",
+        _bench.command("bench_maml", argv),
+        _bench.machine(start=start),
         f"- K = {args.tasks} tasks, {args.points} points per task (and per query set), float64, seeds 0-2 (random data), "
-        f"median of {args.repeats} calls; total wall time {time.time() - start:.0f} s",
+        f"median of {args.repeats} calls",
         "",
         "| computation | batched (s) | loop over tasks (s) | loop / batched | tasks per s, batched | tasks per s, loop "
         "| max relative difference |",
@@ -147,11 +140,8 @@ def main(argv: list[str] | None = None) -> str:
         lines.append(f"| {r['name']} | {r['batched_s']:.4f} | {r['loop_s']:.4f} | {r['loop_s'] / r['batched_s']:.2f} "
                      f"| {args.tasks / r['batched_s']:.1f} | {args.tasks / r['loop_s']:.1f} | {r['agreement']:.1e} |")
     table = "\n".join(lines) + "\n"
-    if args.save:
-        atomic_write_text(table, RESULTS / "bench_maml.md")
-    print(table)
-    return table
+    return _bench.finish(table, "bench_maml.md" if args.save else None)
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

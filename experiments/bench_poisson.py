@@ -12,11 +12,7 @@ Backward memory is measured exactly as the bytes of tensors autograd saves for b
 
 from __future__ import annotations
 
-import argparse
-import platform
-import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +20,9 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 import torch
 
+from experiments import _bench
+from experiments._shim import run
 from metriplector import GridGraph, poisson_operator, screened_poisson_solve
-from sp_dynamics.io import atomic_write_text
 
 
 def problems(size: int, batch: int, seed: int):
@@ -92,7 +89,7 @@ def saved_bytes(fn) -> int:
 
 
 def main(argv=None) -> str:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _bench.parser("bench_poisson", __doc__, save=False)
     parser.add_argument("--size", type=int, default=39)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--dense-batch", type=int, default=4)
@@ -105,9 +102,8 @@ def main(argv=None) -> str:
     lines = [
         "# Screened-Poisson solver benchmark",
         "",
-        f"- command: `python -m experiments.bench_poisson {' '.join(argv if argv is not None else sys.argv[1:])}`".rstrip(),
-        f"- machine: {platform.machine()}, {torch.get_num_threads()} torch threads; torch {torch.__version__}; "
-        f"date {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; seed {args.seed}",
+        _bench.command("bench_poisson", argv),
+        _bench.machine() + f"; seed {args.seed}",
         f"- systems: {args.batch} grids {args.size}x{args.size} (N = {N}), conductances log-uniform [1e-3, 1], "
         f"alpha = 1/N, float64, rtol {rtol:g}",
         "",
@@ -169,11 +165,8 @@ def main(argv=None) -> str:
         lines.append(f"| {iters} | {m_unrolled / 1e6:.2f} | {m_implicit / 1e6:.3f} | {m_unrolled / m_implicit:.0f} | {t_u:.3f} | {t_i:.3f} |")
     lines += ["", "The implicit backward stores phi, alpha and the conductances only: constant in the iteration count.", ""]
     text = "\n".join(lines)
-    print(text)
-    if args.out:
-        atomic_write_text(text, Path(args.out))
-    return text
+    return _bench.finish(text, Path(args.out).resolve() if args.out else None)  # --out: relative to the working directory
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run(main)
