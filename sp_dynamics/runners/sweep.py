@@ -58,6 +58,19 @@ def summarise(results: dict, methods, lam_z, lam_phi) -> list[str]:
             v = np.array([np.mean(r[k]) for r in results[m].values()])
             cols += [f"{v.mean():.3e}", f"{v.var():.2e}"]
         lines.append(f"| {m} | " + " | ".join(cols) + " |")
+    n_seeds = len(next(iter(results[methods[0]].values()))[METRICS[0]])
+    if n_seeds > 1:
+        lines += ["", f"Seed noise: the variance between seeds within a cell (unbiased, mean over cells), and that "
+                  f"divided by {n_seeds}, the noise variance of one cell mean. Variance over cells at or below the "
+                  "latter is what seed noise alone would give: the sweep then does not tell the cells apart.", "",
+                  "| method | " + " | ".join(f"{k} seed variance | {k} noise of a cell mean" for k in METRICS) + " |",
+                  "|---|" + "---|---|" * len(METRICS)]
+        for m in methods:
+            cols = []
+            for k in METRICS:
+                w = float(np.mean([np.var(r[k], ddof=1) for r in results[m].values()]))
+                cols += [f"{w:.2e}", f"{w / n_seeds:.2e}"]
+            lines.append(f"| {m} | " + " | ".join(cols) + " |")
     lines += ["", "Cells won (lowest mean over seeds among the methods, per metric):", ""]
     mean = {m: {key: {k: np.mean(r[k]) for k in METRICS} for key, r in results[m].items()} for m in methods}
     for k in METRICS:
