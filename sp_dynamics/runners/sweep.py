@@ -93,21 +93,25 @@ def figure(results: dict, methods, lam_z, lam_phi, path: Path, title: str) -> No
     from matplotlib.colors import LogNorm
 
     keys = ("eps_field_data", "eps_traj")
-    fig, axes = plt.subplots(len(keys), len(methods), figsize=(3.2 * len(methods) + 1, 2.8 * len(keys)), squeeze=False)
-    for row, k in zip(axes, keys):
+    fig, axes = plt.subplots(len(keys), len(methods), figsize=(3.0 * len(methods) + 1.2, 2.9 * len(keys)), squeeze=False,
+                             layout="constrained")
+    for r, (row, k) in enumerate(zip(axes, keys)):
         grids = {m: np.array([[np.mean(results[m][f"{lz:g},{lp:g}"][k]) for lp in lam_phi] for lz in lam_z])
                  for m in methods}
         values = np.concatenate([g.ravel() for g in grids.values()])
         values = values[np.isfinite(values) & (values > 0)]
         norm = LogNorm(values.min(), values.max()) if values.size else None
-        for ax, m in zip(row, methods):
+        for c, (ax, m) in enumerate(zip(row, methods)):
             im = ax.imshow(grids[m], norm=norm, cmap="viridis_r")
-            for (a, b), v in np.ndenumerate(grids[m]):
-                ax.text(b, a, f"{v:.1e}", ha="center", va="center", fontsize=7, color="w")
+            for (a, b), v in np.ndenumerate(grids[m]):  # dark text on the light (low) end of the scale
+                light = norm is not None and np.isfinite(v) and v > 0 and norm(v) < 0.5
+                ax.text(b, a, f"{v:.1e}", ha="center", va="center", fontsize=7, color="k" if light else "w")
             ax.set_xticks(range(len(lam_phi)), [f"{v:g}" for v in lam_phi])
             ax.set_yticks(range(len(lam_z)), [f"{v:g}" for v in lam_z])
-            ax.set_xlabel("lambda_phi")
-            ax.set_ylabel("lambda_z")
+            if r == len(keys) - 1:
+                ax.set_xlabel("lambda_phi")
+            if c == 0:
+                ax.set_ylabel("lambda_z")
             ax.set_title(f"{m.upper()}: {k}", fontsize=9)
         fig.colorbar(im, ax=list(row), shrink=0.8)
     fig.suptitle(title, fontsize=10)
