@@ -100,7 +100,7 @@ def figure(results: dict, methods, lam_z, lam_phi, path: Path, title: str) -> No
                  for m in methods}
         values = np.concatenate([g.ravel() for g in grids.values()])
         values = values[np.isfinite(values) & (values > 0)]
-        norm = LogNorm(values.min(), values.max()) if values.size else None
+        norm = LogNorm(values.min(), values.max()) if values.size and values.min() < values.max() else None
         for c, (ax, m) in enumerate(zip(row, methods)):
             im = ax.imshow(grids[m], norm=norm, cmap="viridis_r")
             for (a, b), v in np.ndenumerate(grids[m]):  # dark text on the light (low) end of the scale
