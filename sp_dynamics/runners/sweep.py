@@ -7,7 +7,8 @@ For every lambda_z in {1e-1, 1e-2, 1e-3} and lambda_phi in {1e-2, 1e-3, 1e-4} (`
 ``--lam-phi`` to change), each method is meta-trained and adapted as in
 the benchmark (same preset, data, shots and evaluation) with those two weights.
 Reports eps_field, eps_field (data region) and eps_traj per cell (mean +- std over seeds), each
-method's mean and variance across the cells, and how many cells each method wins. Writes
+method's mean and variance across the cells, with 2+ seeds the seed variance within a cell (is
+the variance across cells above seed noise?), and how many cells each method wins. Writes
 ``meta_sweep_<system>_<preset>.md``, ``.json``, ``.config.json`` and a heat-map figure ``.png``
 (one panel per method and metric, a shared log colour scale per metric); each cell has its own
 run folder, so an interrupted sweep resumes.
