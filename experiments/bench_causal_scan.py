@@ -21,6 +21,7 @@ from experiments import _bench
 from experiments._shim import run
 from experiments.bench_maml import _median_time as _time
 from metriplector import causal_scan, causal_scan_loop
+from sp_dynamics.runners.common import command_line, machine_line
 
 
 def bench(T: int, repeats: int, device: str) -> dict:
@@ -58,8 +59,8 @@ def main(argv: list[str] | None = None) -> str:
     lines = [
         "# Causal Poisson chain: parallel scan vs sequential loop (forward + backward)",
         "",
-        _bench.command("bench_causal_scan", argv),
-        _bench.machine(f"device {args.device}, {torch.get_num_threads()} torch threads", start),
+        command_line(_bench.prog("bench_causal_scan"), argv),
+        machine_line(time.time() - start, extra=f"; device {args.device}"),
         f"- batch 8 x 16 fields, float32, median of {args.repeats} calls",
         "",
         "| T | scan (s) | loop (s) | loop / scan | max relative difference |",

@@ -22,6 +22,7 @@ from experiments import _bench
 from experiments._shim import run
 from experiments.bench_maml import _median_time as _time
 from metriplector.layers import FieldCoupling, _cayley_solve, _cayley_spectral
+from sp_dynamics.runners.common import command_line, machine_line
 
 
 @torch.no_grad()
@@ -51,8 +52,8 @@ def main(argv: list[str] | None = None) -> str:
     lines = [
         "# Cayley advection without autograd: spectral path vs per-position solves (forward)",
         "",
-        _bench.command("bench_cayley", argv),
-        _bench.machine(f"cpu, {torch.get_num_threads()} torch threads", start),
+        command_line(_bench.prog("bench_cayley"), argv),
+        machine_line(time.time() - start),
         f"- B x 8 fields x 8x8 grid, float32, median of {args.repeats} calls",
         "",
         "| batch | spectral (s) | solve (s) | solve / spectral | max relative difference |",

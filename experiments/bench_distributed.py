@@ -31,6 +31,7 @@ import torch
 
 from experiments import _bench
 from experiments._shim import run
+from sp_dynamics.runners.common import command_line, machine_line
 
 NETWORKS = {"10 GbE": (1.25e9, 30e-6), "InfiniBand HDR": (25e9, 5e-6)}
 
@@ -106,8 +107,8 @@ def main(argv: list[str] | None = None) -> str:
     lines = [
         "# Data-parallel meta-training: 1 vs 2 processes",
         "",
-        _bench.command("bench_distributed", argv),
-        _bench.machine(f"{os.cpu_count()} CPUs", start),
+        command_line(_bench.prog("bench_distributed"), argv),
+        machine_line(time.time() - start),
         f"- workload: SVD(5) latent HNN ({rows[0][1]['params']} base parameters, float32), 70 systems, "
         f"{args.tasks} tasks x 256 points per iteration (global batch), {args.iterations} timed iterations after "
         f"{args.warmup} warm-up ones; the same batches in every row",

@@ -21,6 +21,7 @@ import torch
 
 from experiments import _bench
 from experiments._shim import run
+from sp_dynamics.runners.common import command_line, machine_line
 from sp_dynamics.sequence import HamiltonianMemoryLayer
 
 
@@ -110,8 +111,8 @@ def main(argv: list[str] | None = None) -> str:
     lines = [
         "# HML backward: memory and float32 accuracy",
         "",
-        _bench.command("bench_hml_memory", argv),
-        _bench.machine(start=start) + "; seeds 0 (layer), T (inputs), 1 (accuracy inputs)",
+        command_line(_bench.prog("bench_hml_memory"), argv),
+        machine_line(time.time() - start, extra="; seeds 0 (layer), T (inputs), 1 (accuracy inputs)"),
         f"- one layer, quadratic potential, harmonic angles, batch {args.batch}, D = {args.state}, 16 inputs/outputs, float32; "
         "reversible mode with checkpoint_every = 64, chunked mode with chunk = 128",
         "",

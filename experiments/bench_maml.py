@@ -28,6 +28,7 @@ from sp_dynamics.meta.adaptation import support_loss
 from sp_dynamics.meta.baselines import last_layer
 from sp_dynamics.meta.maml import maml_meta_gradient
 from sp_dynamics.nn import MLP
+from sp_dynamics.runners.common import command_line, machine_line
 
 
 
@@ -127,8 +128,8 @@ def main(argv: list[str] | None = None) -> str:
     lines = [
         "# Batched vs per-task loop (meta-learning hot paths)",
         "",
-        _bench.command("bench_maml", argv),
-        _bench.machine(start=start),
+        command_line(_bench.prog("bench_maml"), argv),
+        machine_line(time.time() - start),
         f"- K = {args.tasks} tasks, {args.points} points per task (and per query set), float64, seeds 0-2 (random data), "
         f"median of {args.repeats} calls",
         "",

@@ -23,6 +23,7 @@ import torch
 from experiments import _bench
 from experiments._shim import run
 from metriplector import GridGraph, poisson_operator, screened_poisson_solve
+from sp_dynamics.runners.common import command_line, machine_line
 
 
 def problems(size: int, batch: int, seed: int):
@@ -96,14 +97,14 @@ def main(argv=None) -> str:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="write the Markdown results here")
     args = parser.parse_args(argv)
+    start = time.time()
     rtol = 1e-8
     graph, weights, alpha, b = problems(args.size, args.batch, args.seed)
     N = graph.n_nodes
     lines = [
         "# Screened-Poisson solver benchmark",
         "",
-        _bench.command("bench_poisson", argv),
-        _bench.machine() + f"; seed {args.seed}",
+        command_line(_bench.prog("bench_poisson"), argv),
         f"- systems: {args.batch} grids {args.size}x{args.size} (N = {N}), conductances log-uniform [1e-3, 1], "
         f"alpha = 1/N, float64, rtol {rtol:g}",
         "",
@@ -164,6 +165,7 @@ def main(argv=None) -> str:
         t_i = time.perf_counter() - t0
         lines.append(f"| {iters} | {m_unrolled / 1e6:.2f} | {m_implicit / 1e6:.3f} | {m_unrolled / m_implicit:.0f} | {t_u:.3f} | {t_i:.3f} |")
     lines += ["", "The implicit backward stores phi, alpha and the conductances only: constant in the iteration count.", ""]
+    lines.insert(3, machine_line(time.time() - start, extra=f"; seed {args.seed}"))  # after the command line
     text = "\n".join(lines)
     return _bench.finish(text, Path(args.out).resolve() if args.out else None)  # --out: relative to the working directory
 

@@ -132,7 +132,7 @@ def machine_line(wall: float, jobs: int = 1, extra: str = "") -> str:
 def command_line(prog: str, argv: list[str] | None) -> str:
     """The command that produced a result, as a user would type it."""
     args = sys.argv[1:] if argv is None else list(argv)
-    return f"- command: `{prog} {' '.join(args)}`"
+    return f"- command: `{' '.join([prog, *args])}`"
 
 
 def default_out(out: str | None, fallback: str | Path | None) -> Path:
