@@ -369,12 +369,21 @@ class LatentGENERICNet(nn.Module):
     With an exact bracket, ``L grad S = 0`` and ``M grad E = 0`` hold for every z, so
     ``dE/dt = 0`` and ``dS/dt >= 0`` for every system of the family.
 
-    Args: as :class:`GENERICNet` plus the modulation ``kind``, ``rank``, ``latent_dim``.
+    Args: as :class:`GENERICNet` plus the modulation ``kind``, ``rank``, ``latent_dim``, and
+
+    - ``entropy_gain``: multiply the entropy by ``exp(w . z)`` (``w`` learned, zero at
+      initialisation, so training starts from the plain model). The bracket is shared by the whole
+      family, so a family whose dissipation rate varies (the gas containers' friction gamma) needs
+      the latent to reach the rate: ``M grad S`` is linear in ``grad S`` and the mixed and
+      projection brackets' ``L`` is unchanged by rescaling ``S``, so with those brackets
+      ``S -> c S`` scales the dissipative part of the field by exactly ``c``. A modulated MLP can only approximate that
+      factor through its tanh layers. Structure is unaffected (the gain is a positive constant
+      for each z).
     """
 
     def __init__(self, dim: int, bracket: str | GenericBracket = "mixed", kind: str = "svd", rank: int = 3,
                  latent_dim: int = 8, hidden: int = 64, depth: int = 3, act: str = "tanh", hyper_hidden: int = 64,
-                 **bracket_kwargs):
+                 entropy_gain: bool = False, **bracket_kwargs):
         super().__init__()
         self.dim, self.latent_dim = dim, latent_dim
         self.bracket = make_bracket(bracket, dim, **bracket_kwargs) if isinstance(bracket, str) else bracket
@@ -383,12 +392,23 @@ class LatentGENERICNet(nn.Module):
         self.energy_net = ModulatedMLP(dim, 1, hidden, depth, act, kind, rank, latent_dim, hyper_hidden)
         self.entropy_net = ModulatedMLP(dim, 1, hidden, depth, act, kind, rank, latent_dim, hyper_hidden)
         self.standardize = Standardize(dim)  # of the E and S inputs; set by meta_train from the data
+        self.entropy_gain = nn.Linear(latent_dim, 1, bias=False) if entropy_gain else None
+        if self.entropy_gain is not None:
+            nn.init.zeros_(self.entropy_gain.weight)
 
     def energy(self, x: Tensor, z: Tensor) -> Tensor:
         return _latent_energy(self.energy_net, self.standardize(x), z)
 
+    def entropy_scale(self, z: Tensor) -> Tensor:
+        """The latent's entropy gain ``exp(w . z)``, shape (K, 1) for z (K, k) or (1,) for z (k,);
+        1 without ``entropy_gain``."""
+        if self.entropy_gain is None:
+            return torch.ones(z.shape[:-1] + (1,), dtype=z.dtype, device=z.device)
+        return torch.exp(self.entropy_gain(z))
+
     def entropy(self, x: Tensor, z: Tensor) -> Tensor:
-        return _latent_energy(self.entropy_net, self.standardize(x), z)
+        S = _latent_energy(self.entropy_net, self.standardize(x), z)
+        return S if self.entropy_gain is None else self.entropy_scale(z) * S
 
     def gradients(self, x: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
         return gradient(lambda y: self.energy(y, z), x), gradient(lambda y: self.entropy(y, z), x)
@@ -406,8 +426,57 @@ class LatentGENERICNet(nn.Module):
     def condition(self, z: Tensor) -> nn.Module:
         return _ConditionedGeneric(self, z)
 
+    @torch.no_grad()
+    def load_base(self, net: GENERICNet) -> "LatentGENERICNet":
+        """Start from a fitted single-system :class:`GENERICNet`: copy its energy and entropy MLPs
+        into the base layers of the modulated ones, its bracket and its input standardisation.
+
+        The modulations are left as initialised (zero for FW, Shift, MR and RO; singular values
+        of 1e-3 for SVD), so every latent starts close to ``net``; the entropy gain stays 1. Why:
+        when the members of a family share most of their model (the gas containers share E and S
+        and differ only in the friction), a single fit is a far better start for the shared base
+        than random weights (``experiments/PROTOCOL.md``, "Gas containers: meta-learning").
+        ``net`` must have plain MLP energy and entropy networks of this model's width, depth and
+        activation, and a bracket of the same class and settings. Returns self."""
+        who = type(self).__name__
+        if not isinstance(net, GENERICNet) or net.dim != self.dim:
+            raise ValueError(f"{who}.load_base needs a GENERICNet of dimension {self.dim}, got {type(net).__name__}")
+        if type(net.bracket) is not type(self.bracket):
+            raise ValueError(f"{who}.load_base: bracket {type(net.bracket).__name__} does not match this model's "
+                             f"{type(self.bracket).__name__}")
+        pairs = []
+        for name in ("energy_net", "entropy_net"):
+            src, dst = getattr(net, name), getattr(self, name)
+            mlp = getattr(src, "fn", None)
+            linears = [m for m in mlp if isinstance(m, nn.Linear)] if isinstance(mlp, MLP) else []
+            targets = list(dst.layers) + [dst.head]
+            if len(linears) != len(targets) or any(a.weight.shape != b.weight.shape for a, b in zip(linears, targets)):
+                raise ValueError(f"{who}.load_base: the {name.split('_')[0]} network must be an MLP with {dst.layers[0].out_features} "
+                                 f"hidden units and {len(dst.layers)} hidden layers, like this model's")
+            if type(mlp[1]) is not type(dst.act):
+                raise ValueError(f"{who}.load_base: activation {type(mlp[1]).__name__} does not match {type(dst.act).__name__}")
+            pairs += list(zip(linears, targets))
+        theirs, ours = net.bracket.state_dict(), self.bracket.state_dict()
+        if theirs.keys() != ours.keys() or any(theirs[k].shape != ours[k].shape for k in ours):
+            raise ValueError(f"{who}.load_base: the brackets' settings differ (parameters "
+                             f"{sorted(set(theirs) ^ set(ours)) or 'of other shapes'})")
+        e_std, s_std = net.energy_net.standardize, net.entropy_net.standardize
+        if not (torch.equal(e_std.shift, s_std.shift) and torch.equal(e_std.scale, s_std.scale)):
+            raise ValueError(f"{who}.load_base: the energy and entropy networks standardise their inputs differently; "
+                             "this model has one standardisation for both")
+        # every check passed: copy (nothing is changed when one fails)
+        self.bracket.load_state_dict(theirs)
+        for a, b in pairs:
+            b.weight.copy_(a.weight)
+            b.bias.copy_(a.bias)
+        self.standardize.load_state_dict(e_std.state_dict())
+        return self
+
     def merge(self, z: Tensor) -> GENERICNet:
         """A plain :class:`GENERICNet` (sharing this bracket) with z folded into E and S."""
         std = self.standardize
+        entropy = self.entropy_net.merge(z)
+        if self.entropy_gain is not None:
+            entropy = Scaled(entropy, float(self.entropy_scale(z.detach()).detach()))
         return GENERICNet(self.dim, bracket=self.bracket, energy=nn.Sequential(copy.deepcopy(std), self.energy_net.merge(z)),
-                          entropy=nn.Sequential(copy.deepcopy(std), self.entropy_net.merge(z)))
+                          entropy=nn.Sequential(copy.deepcopy(std), entropy))

@@ -38,6 +38,36 @@ def test_generic_systems_run_gradient_baselines_and_report_structure(tmp_path):
     assert (tmp_path / "meta_dno_smoke_svd_energy.png").exists()
 
 
+def test_warm_start_fits_once_per_seed_and_keeps_structure(tmp_path, capsys):
+    # Catches: a warm start that is fitted again for every method (it is shared per seed and
+    # cached in the run folder), a run folder that does not name the warm start or the entropy
+    # gain (a changed setting would resume another experiment's checkpoint), and a warm-started
+    # model that loses the exact GENERIC structure.
+    argv = ["--system", "dno", "--preset", "smoke", "--methods", "svd", "mr", "--set", "warm_start=true",
+            "--set", "warm_start_fit.starts=1",
+            "--set", "warm_start_fit.max_iter=60", "--set", "warm_start_fit.restarts=1", "--set", "entropy_gain=true", "--out", str(tmp_path)]
+    results = meta_benchmark.main(argv)
+    assert capsys.readouterr().out.count("warm start: single fit") == 1
+    (cache,) = (tmp_path / "runs").glob("warm-start-dno-*")
+    assert (cache / "model.json").exists()
+    for m in ("svd", "mr"):
+        assert math.isfinite(results[m]["eps_traj"][0])
+        assert results[m]["max_abs_dEdt"][0] < 1e-9 and results[m]["min_dSdt"][0] >= -1e-12
+    (folder,) = (tmp_path / "runs").glob("meta-dno-smoke-*")
+    plain = benchmark.training_hash(benchmark.config_for("dno", "smoke"), "dno")
+    assert not folder.name.endswith(plain)
+    model = json.loads((folder / "svd-seed0" / "model" / "model.json").read_text())
+    assert model["config"]["entropy_gain"] is True
+
+
+def test_warm_start_bad_settings_are_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="warm_start replaces the meta-training restarts"):
+        meta_benchmark.main(["--system", "dno", "--preset", "paper", "--methods", "svd", "--set", "warm_start=true",
+                             "--out", str(tmp_path)])
+    with pytest.raises(benchmark.UsageError, match="apply to GENERIC systems; pendulum is not one"):
+        meta_benchmark.main(["--preset", "smoke", "--methods", "svd", "--set", "entropy_gain=true", "--out", str(tmp_path)])
+
+
 def test_unknown_method_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="unknown method"):
         meta_benchmark.main(["--preset", "smoke", "--methods", "lora", "--out", str(tmp_path)])

@@ -6,6 +6,7 @@ import torch
 
 from sp_dynamics import (
     MODULATIONS,
+    GENERICNet,
     LatentGENERICNet,
     LatentHamiltonianNN,
     ModulatedMLP,
@@ -13,6 +14,7 @@ from sp_dynamics import (
     integrate,
     orthogonality_penalty,
 )
+from sp_dynamics.nn import standardize_inputs
 
 F64 = torch.float64
 KINDS = [k for k in MODULATIONS if k != "none"]
@@ -178,6 +180,70 @@ def test_latent_generic_structure_for_every_latent(bracket):
     r_L, r_M = model.residuals(x, z)
     assert r_L.abs().max() <= 1e-10 * dS.abs().max() and r_M.abs().max() <= 1e-10 * dE.abs().max()
     assert torch.allclose(model.merge(z[2])(0.0, x[2]), f[2], atol=1e-12)
+
+
+@pytest.mark.parametrize("bracket", ["mixed", "projection"])
+def test_latent_entropy_gain_scales_only_the_dissipation(bracket):
+    # Catches: an entropy gain that leaks into the reversible part L grad E (the mixed and projection
+    # brackets' L must not change when S is rescaled, or a gas family's friction could not vary with
+    # z without bending the mechanics), a gain that breaks the degeneracy conditions, one that is not
+    # 1 at initialisation (training must start from the plain model), or one that merge() drops.
+    torch.manual_seed(2)
+    plain = LatentGENERICNet(4, bracket=bracket, kind="svd", rank=3, latent_dim=4, hidden=16).double()
+    gained = LatentGENERICNet(4, bracket=bracket, kind="svd", rank=3, latent_dim=4, hidden=16, entropy_gain=True).double()
+    gained.load_state_dict(plain.state_dict(), strict=False)
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(3, 16, 4, generator=g, dtype=F64)
+    z = torch.randn(3, 4, generator=g, dtype=F64)
+    assert torch.equal(gained(0.0, x, z), plain(0.0, x, z))  # zero-initialised gain: the plain model
+    with torch.no_grad():
+        gained.entropy_gain.weight.copy_(torch.randn(1, 4, generator=g, dtype=F64))
+    c = gained.entropy_scale(z)                                                  # (3, 1)
+    assert torch.allclose(gained.entropy(x, z), c * plain.entropy(x, z), atol=1e-12)
+    dE, dS = plain.gradients(x, z)
+    rev, irr = plain.bracket.terms(x, dE, dS)                     # L grad E, M grad S of the plain model
+    rev_g, irr_g = gained.bracket.terms(x, *gained.gradients(x, z))
+    assert torch.allclose(rev_g, rev, atol=1e-12)                 # the mechanics are untouched
+    assert torch.allclose(irr_g, c.unsqueeze(-1) * irr, atol=1e-12)  # the dissipation is scaled by c
+    dEg, dSg = gained.gradients(x, z)
+    r_L, r_M = gained.residuals(x, z)
+    assert r_L.abs().max() <= 1e-10 * dSg.abs().max() and r_M.abs().max() <= 1e-10 * dEg.abs().max()
+    assert (dSg * gained(0.0, x, z)).sum(-1).min() >= -1e-14
+    assert torch.allclose(gained.merge(z[1])(0.0, x[1]), gained(0.0, x, z)[1], atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["shift", "mr", "fw"])
+def test_load_base_starts_every_latent_at_the_fitted_model(kind):
+    # Catches: a warm start that copies the MLP layers in the wrong order, drops the head, the
+    # bracket or the input standardisation (the fitted field would then not be reproduced), or
+    # modulations that are not zero at initialisation (the latents would start elsewhere).
+    torch.manual_seed(3)
+    net = GENERICNet(4, friction_input="gradient", hidden=16).double()
+    g = torch.Generator().manual_seed(6)
+    data = 1.0 + torch.rand(64, 4, generator=g, dtype=F64)
+    standardize_inputs(net, data)
+    for p in net.parameters():  # a non-trivial "fitted" model: perturb every weight
+        p.data.add_(0.3 * torch.randn(p.shape, generator=g, dtype=F64))
+    model = LatentGENERICNet(4, kind=kind, rank=2, latent_dim=4, hidden=16, friction_input="gradient",
+                             entropy_gain=True).double()
+    assert model.load_base(net) is model
+    x = 1.0 + torch.rand(3, 10, 4, generator=g, dtype=F64)
+    z = torch.randn(3, 4, generator=g, dtype=F64)
+    assert torch.allclose(model(0.0, x, z), net(0.0, x), atol=1e-12)
+    assert torch.allclose(model.energy(x, z), net.energy(x), atol=1e-12)
+
+
+def test_load_base_bad_input():
+    # Catches: a silent partial copy into a model of another shape or bracket.
+    net = GENERICNet(4, hidden=16).double()
+    with pytest.raises(ValueError, match="32 hidden units"):
+        LatentGENERICNet(4, hidden=32).double().load_base(net)
+    with pytest.raises(ValueError, match="bracket BasisBracket does not match"):
+        LatentGENERICNet(4, bracket="projection", hidden=16).double().load_base(GENERICNet(4, bracket="basis", hidden=16))
+    with pytest.raises(ValueError, match="brackets' settings differ"):
+        LatentGENERICNet(4, hidden=16, friction_input="gradient", friction_law="power").double().load_base(net)
+    with pytest.raises(ValueError, match="needs a GENERICNet of dimension 4"):
+        LatentGENERICNet(4, hidden=16).load_base(GENERICNet(3, hidden=16))
 
 
 def test_bad_input():

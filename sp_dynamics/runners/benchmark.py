@@ -71,6 +71,15 @@ class BenchConfig:
     # "midpoint" = the implicit-midpoint trajectory loss, "spline", "smoothing_spline").
     noise_std: float = 0.0
     targets: str = "exact"
+    # GENERIC latent models: let the latent scale the entropy (LatentGENERICNet(entropy_gain=True)),
+    # so a family whose dissipation rate varies can reach it through z (PROTOCOL, "Gas containers:
+    # meta-learning").
+    entropy_gain: bool = False
+    # GENERIC latent models: start the shared base from a single fit (sp_dynamics.fit with the
+    # settings ``warm_start_fit``) of the first training instance, copied in by
+    # LatentGENERICNet.load_base; replaces meta.restarts (PROTOCOL, "Gas containers: meta-learning").
+    warm_start: bool = False
+    warm_start_fit: FitConfig = FitConfig(starts=3)
 
     def validate(self) -> None:
         if not (self.energy_scale == "auto" or (isinstance(self.energy_scale, (int, float)) and self.energy_scale > 0)):
@@ -89,6 +98,10 @@ class BenchConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not self.seeds:
             raise ValueError("seeds must name at least one seed")
+        if self.warm_start and self.meta.restarts > 1:
+            raise ValueError("warm_start replaces the meta-training restarts (they would start from random weights): "
+                             f"set meta.restarts=1, got {self.meta.restarts}")
+        self.warm_start_fit.validate()
 
 
 PRESETS = {
@@ -145,7 +158,7 @@ def latent_model(method: str, system, cfg: BenchConfig, x, dx) -> nn.Module:
     n = system.dim
     rank = cfg.rank if method in ("mr", "svd") else 1
     if system.is_generic:
-        return LatentGENERICNet(n, kind=method, rank=rank, latent_dim=cfg.latent_dim,
+        return LatentGENERICNet(n, kind=method, rank=rank, latent_dim=cfg.latent_dim, entropy_gain=cfg.entropy_gain,
                                 **generic_model_kwargs(system.name)).double()
     return LatentHamiltonianNN(n, kind=method, rank=rank, latent_dim=cfg.latent_dim,
                                energy_scale=energy_scale(cfg, x, dx)).double()
@@ -170,9 +183,40 @@ def train_data(data, cfg: BenchConfig):
 def latent_adapter(method: str, system, cfg: BenchConfig, x, dx, seed: int, run_dir: Path):
     """Meta-train (or load the finished run of) a modulation method on training data (S, P, n)."""
     torch.manual_seed(seed)  # the runner owns the global RNG: it seeds the initial weights
-    model = latent_model(method, system, cfg, x, dx).to(x.dtype)
+    model = latent_model(method, system, cfg, x, dx)
+    folder = run_dir / run_name(method, seed, model.to(x.dtype))
+    if cfg.warm_start and system.is_generic and not (folder / "checkpoint.pt").exists():
+        # one single fit per (seed, data, model settings), shared by every method of the runner
+        key = config_hash((cfg.dataset, cfg.noise_std, cfg.targets, generic_model_kwargs(system.name),
+                           cfg.warm_start_fit, seed))
+        model.double().load_base(warm_start_fit(system, x, dx, cfg.warm_start_fit, seed,
+                                                run_dir.parent / f"warm-start-{system.name}-{key}"))
     meta = dataclasses.replace(cfg.meta, seed=seed)
-    return train_latent(model, x, dx, config=meta, adapt=cfg.adapt, run_dir=run_dir / run_name(method, seed, model))
+    return train_latent(model.to(x.dtype), x, dx, config=meta, adapt=cfg.adapt, run_dir=folder)
+
+
+def warm_start_fit(system, x, dx, config: FitConfig, seed: int, cache: Path | None = None) -> GENERICNet:
+    """A :class:`GENERICNet` fitted to the first training system's data (x, dx: (S, P, n)) by
+    :func:`sp_dynamics.fit` (``config`` with ``seed``, float64, inputs standardised over the whole
+    training family, which the latent model keeps), for :meth:`LatentGENERICNet.load_base`.
+    With ``cache``, a finished fit is loaded from that folder, and a new one saved there."""
+    from ..fitting import fit
+    from ..nn import standardize_inputs
+    from ..serialization import load, save
+
+    if cache is not None and (cache / "model.json").exists():
+        return load(cache)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = GENERICNet(system.dim, **generic_model_kwargs(system.name)).double()
+    standardize_inputs(net, x.double())
+    t0 = time.time()
+    result = fit(net, x[0].double(), dx[0].double(), config=dataclasses.replace(config, seed=seed), progress=False)
+    print(f"warm start: single fit of the first training system, data loss {result.data_loss:.2e} "
+          f"({time.time() - t0:.0f} s)", flush=True)
+    if cache is not None:
+        save(net, cache, extra={"data_loss": float(result.data_loss), "seconds": time.time() - t0})
+    return net
 
 
 def build_adapter(method: str, system, data, cfg: BenchConfig, seed: int, run_dir: Path):
@@ -251,8 +295,11 @@ def training_hash(cfg: BenchConfig, system: str | None = None) -> str:
     """Hash of every setting that changes a meta-trained checkpoint (with ``system``, also its
     per-system model choices, :data:`~.common.GENERIC_MODEL`): runs that differ in any of them get
     different run folders, runs that differ only in adaptation or evaluation share one."""
+    # entropy_gain and warm_start join the hash only when set, so earlier runs keep their folder names
     return config_hash((cfg.meta, cfg.grad, cfg.rank, cfg.latent_dim, cfg.energy_scale, cfg.dtype, cfg.dataset,
-                        cfg.noise_std, cfg.targets) + ((model,) if (model := generic_model_kwargs(system or "")) else ()))
+                        cfg.noise_std, cfg.targets) + ((model,) if (model := generic_model_kwargs(system or "")) else ())
+                       + (("entropy_gain",) if cfg.entropy_gain else ())
+                       + (("warm_start", cfg.warm_start_fit) if cfg.warm_start else ()))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -279,8 +326,10 @@ def main(argv: list[str] | None = None, *, default_results: str | Path | None = 
     unknown = set(args.methods) - set(MODULATION + GRADIENT)
     if unknown:
         raise UsageError(f"unknown method(s) {sorted(unknown)}; choose from {MODULATION + GRADIENT}")
-    get_system(args.system)  # a clear error for an unknown system before any work
+    system = get_system(args.system)  # a clear error for an unknown system before any work
     cfg = apply_overrides(config_for(args.system, args.preset, args.seeds), args.overrides)
+    if (cfg.entropy_gain or cfg.warm_start) and not system.is_generic:
+        raise UsageError(f"entropy_gain and warm_start apply to GENERIC systems; {args.system} is not one")
     out = default_out(args.out, default_results)
     # Every training setting is in the run folder's name, so a changed setting never resumes (or
     # is refused by) a checkpoint of another experiment.
