@@ -378,7 +378,8 @@ class LatentGENERICNet(nn.Module):
       projection brackets' ``L`` is unchanged by rescaling ``S``, so with those brackets
       ``S -> c S`` scales the dissipative part of the field by exactly ``c``. A modulated MLP can only approximate that
       factor through its tanh layers. Structure is unaffected (the gain is a positive constant
-      for each z).
+      for each z). Measured on the gas family, it made no difference once the base was warm
+      started (``experiments/PROTOCOL.md``, "Gas containers: meta-learning").
     """
 
     def __init__(self, dim: int, bracket: str | GenericBracket = "mixed", kind: str = "svd", rank: int = 3,
