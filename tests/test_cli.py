@@ -136,3 +136,17 @@ def test_evaluate_scores_the_shipped_gas_fit_on_a_file(tmp_path, capsys):
     assert abs(scores["eps_traj"] - 7.173e-3) < 1e-5 and scores["max_abs_dEdt"] < 1e-12 and scores["min_dSdt"] >= 0
     assert main(["evaluate", str(ckpt), "--data", str(data), "--instance", "1"]) == 2
     assert "--instance must be in [0, 1)" in capsys.readouterr().err
+
+
+def test_adapt_the_shipped_gas_meta_model_to_a_file(tmp_path, capsys):
+    # Catches: the shipped gas-containers meta-trained model (SVD(5), warm-started base, seed 0 of
+    # meta_gas_containers_paper_warm.md) no longer loading, or no longer adapting from 50 shots of
+    # a user's file to the accuracy recorded for it, or losing the exact GENERIC structure.
+    from pathlib import Path
+
+    d = sp_dynamics.make_family_dataset("gas_containers", seed=0)
+    data = sp_dynamics.save_trajectories(tmp_path / "gas71.npz", d.t, d.x[[71]], d.dx[[71]], d.params[[71]])
+    ckpt = Path(__file__).resolve().parents[1] / "experiments" / "checkpoints" / "meta_gas_containers_paper_warm_svd5_seed0"
+    assert main(["adapt", str(ckpt), "--data", str(data), "--out", str(tmp_path / "adapted")]) == 0
+    scores = _json_line(capsys)
+    assert scores["eps_traj"] < 1e-2 and scores["max_abs_dEdt"] < 1e-12 and scores["min_dSdt"] >= 0
