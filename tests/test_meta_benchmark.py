@@ -60,6 +60,15 @@ def test_warm_start_fits_once_per_seed_and_keeps_structure(tmp_path, capsys):
     assert model["config"]["entropy_gain"] is True
 
 
+def test_the_gas_paper_preset_is_the_measured_warm_start_setting():
+    # Catches: the gas paper preset drifting from the settings its results row was measured with
+    # (meta_gas_containers_paper_warm_methods.md), or the gas-only settings leaking into the DNO's.
+    gas, dno = benchmark.config_for("gas_containers", "paper"), benchmark.config_for("dno", "paper")
+    assert gas.warm_start and gas.entropy_gain and gas.meta.iterations == 0 and gas.meta.refine_evals == 2000
+    assert gas.meta.restarts == 1 and gas.adapt.solver == "gauss_newton"
+    assert not dno.warm_start and not dno.entropy_gain and dno.meta.iterations == 3000 and dno.meta.restarts == 3
+
+
 def test_warm_start_bad_settings_are_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="warm_start replaces the meta-training restarts"):
         meta_benchmark.main(["--system", "dno", "--preset", "paper", "--methods", "svd", "--set", "warm_start=true",
