@@ -240,8 +240,11 @@ def test_load_base_bad_input():
         LatentGENERICNet(4, hidden=32).double().load_base(net)
     with pytest.raises(ValueError, match="bracket BasisBracket does not match"):
         LatentGENERICNet(4, bracket="projection", hidden=16).double().load_base(GENERICNet(4, bracket="basis", hidden=16))
+    target = LatentGENERICNet(4, hidden=16, friction_input="gradient", friction_law="power").double()
+    before = {k: v.clone() for k, v in target.state_dict().items()}
     with pytest.raises(ValueError, match="brackets' settings differ"):
-        LatentGENERICNet(4, hidden=16, friction_input="gradient", friction_law="power").double().load_base(net)
+        target.load_base(net)
+    assert all(torch.equal(v, before[k]) for k, v in target.state_dict().items())  # nothing half-copied
     with pytest.raises(ValueError, match="needs a GENERICNet of dimension 4"):
         LatentGENERICNet(4, hidden=16).load_base(GENERICNet(3, hidden=16))
 
