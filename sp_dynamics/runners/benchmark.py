@@ -191,16 +191,17 @@ def train_data(data, cfg: BenchConfig):
 def latent_adapter(method: str, system, cfg: BenchConfig, x, dx, seed: int, run_dir: Path):
     """Meta-train (or load the finished run of) a modulation method on training data (S, P, n)."""
     torch.manual_seed(seed)  # the runner owns the global RNG: it seeds the initial weights
-    model = latent_model(method, system, cfg, x, dx)
-    folder = run_dir / run_name(method, seed, model.to(x.dtype))
+    model = latent_model(method, system, cfg, x, dx).to(x.dtype)
+    folder = run_dir / run_name(method, seed, model)
     if cfg.warm_start and system.is_generic and not (folder / "checkpoint.pt").exists():
-        # one single fit per (seed, data, model settings), shared by every method of the runner
+        # one single fit per (seed, data, model settings), shared by every method of the runner;
+        # load_base casts the float64 fit to the model's dtype
         key = config_hash((cfg.dataset, cfg.noise_std, cfg.targets, generic_model_kwargs(system.name),
                            cfg.warm_start_fit, seed))
-        model.double().load_base(warm_start_fit(system, x, dx, cfg.warm_start_fit, seed,
-                                                run_dir.parent / f"warm-start-{system.name}-{key}"))
+        model.load_base(warm_start_fit(system, x, dx, cfg.warm_start_fit, seed,
+                                       run_dir.parent / f"warm-start-{system.name}-{key}"))
     meta = dataclasses.replace(cfg.meta, seed=seed)
-    return train_latent(model.to(x.dtype), x, dx, config=meta, adapt=cfg.adapt, run_dir=folder)
+    return train_latent(model, x, dx, config=meta, adapt=cfg.adapt, run_dir=folder)
 
 
 def warm_start_fit(system, x, dx, config: FitConfig, seed: int, cache: Path | None = None) -> GENERICNet:
@@ -220,10 +221,11 @@ def warm_start_fit(system, x, dx, config: FitConfig, seed: int, cache: Path | No
     standardize_inputs(net, x.double())
     t0 = time.time()
     result = fit(net, x[0].double(), dx[0].double(), config=dataclasses.replace(config, seed=seed), progress=False)
-    print(f"warm start: single fit of the first training system, data loss {result.data_loss:.2e} "
-          f"({time.time() - t0:.0f} s)", flush=True)
+    seconds = time.time() - t0
+    print(f"warm start: single fit of the first training system, data loss {result.data_loss:.2e} ({seconds:.0f} s)",
+          flush=True)
     if cache is not None:
-        save(net, cache, extra={"data_loss": float(result.data_loss), "seconds": time.time() - t0})
+        save(net, cache, extra={"data_loss": float(result.data_loss), "seconds": seconds})
     return net
 
 
