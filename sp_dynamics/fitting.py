@@ -40,11 +40,12 @@ from torch import Tensor, nn
 
 from ._checks import check_finite
 from .losses import (TRAJECTORY_METHODS, WEIGHTINGS, _generic_derivative_loss, _uniform_step, _weights,
-                     derivative_loss, energy_consistency, entropy_orientation, trajectory_loss)
+                     derivative_loss, energy_consistency, entropy_orientation, shooting_loss, shooting_starts,
+                     trajectory_loss)
 from .optim import lbfgs_closure, make_lbfgs
 from .nn import standardize_inputs
 
-__all__ = ["FitConfig", "FitResult", "fit", "trajectory_loss", "derivative_loss", "entropy_orientation",
+__all__ = ["FitConfig", "FitResult", "fit", "trajectory_loss", "shooting_loss", "derivative_loss", "entropy_orientation",
            "energy_consistency", "levenberg_marquardt", "reinitialize", "orient_entropy"]
 
 
@@ -82,6 +83,11 @@ class FitConfig:
             that fits the data, since a GENERIC model's entropy never decreases along its own
             flow; it steers training away from entropies that decrease along the data.
         method, horizon, substeps: trajectory loss only (:func:`trajectory_loss`).
+        free_starts: trajectory loss only: multiple shooting with free initial states
+            (:func:`~sp_dynamics.losses.shooting_loss`). The trajectories are cut into windows of
+            ``horizon`` intervals, and each window starts from a state fitted together with the
+            model, not from its observed (noisy) first sample. For noisy states; use a horizon of
+            several intervals and ``method="rk4"``.
         lm_iter: Levenberg-Marquardt iterations on the derivative-matching residuals after
             L-BFGS (derivative data only; 0 = none). Each solves the damped Gauss-Newton
             system with the exact per-sample Jacobian, so residuals that weigh little in the
@@ -116,6 +122,7 @@ class FitConfig:
     method: str = "implicit_midpoint"
     horizon: int = 1
     substeps: int = 1
+    free_starts: bool = False
     lm_iter: int = 0
     lm_points: int = 0
     energy_penalty: float = 0.0
@@ -302,6 +309,8 @@ def fit(model: nn.Module, x: Tensor, dx: Tensor | None = None, *, t: Tensor | No
     config = config or FitConfig()
     config.validate()
     x, dx, t = _check_data(model, x, dx, t)
+    if t is None and config.free_starts:
+        raise ValueError("fit: FitConfig.free_starts is for trajectory data; pass the trajectories with t=")
     if t is not None and (config.lm_iter or config.energy_penalty):
         raise ValueError("fit: FitConfig.lm_iter and energy_penalty need derivative data (dx); "
                          "estimate derivatives first (sp_dynamics.estimate_derivatives) or set them to 0")
@@ -349,15 +358,21 @@ def _fit_once(model: nn.Module, x: Tensor, dx: Tensor | None, t: Tensor | None, 
             return data_loss_of(m)
     else:
         w = _weights(x[:, 1:] - x[:, :-1], config.weighting)
+        if config.free_starts:  # the window starts become parameters next to the model's
+            model = _FreeStarts(model, x[:, shooting_starts(x.shape[1], config.horizon)])
 
-        def data_loss_of(m):
-            return trajectory_loss(m, t, x, method=config.method, horizon=config.horizon,
-                                   substeps=config.substeps, weights=w)
+            def data_loss_of(m):
+                return shooting_loss(m.model, t, x, m.starts, method=config.method, horizon=config.horizon,
+                                     substeps=config.substeps, weights=w)
+        else:
+            def data_loss_of(m):
+                return trajectory_loss(m, t, x, method=config.method, horizon=config.horizon,
+                                       substeps=config.substeps, weights=w)
 
         def loss_of(m):
             loss = data_loss_of(m)
             if lam:
-                S = m.entropy(x)
+                S = _field(m).entropy(x)
                 loss = loss + lam * entropy_orientation(S[:, 1:] - S[:, :-1])
             return loss
 
@@ -372,7 +387,7 @@ def _fit_once(model: nn.Module, x: Tensor, dx: Tensor | None, t: Tensor | None, 
                 if r > 0:
                     torch.manual_seed(config.seed * 1000 + r)
                     reinitialize(candidate)  # parameters only: the standardisation buffers stay
-                    orient_entropy(candidate, positions, rates)
+                    orient_entropy(_field(candidate), positions, rates)
                 loss = _lbfgs(candidate, loss_of, config.restart_iter, config)
                 restart_losses.append(loss)
                 if loss < best or best_state is None:
@@ -388,6 +403,26 @@ def _fit_once(model: nn.Module, x: Tensor, dx: Tensor | None, t: Tensor | None, 
         data_loss = float(data_loss_of(model).detach())
     return FitResult(losses, restart_losses, chosen, evaluations, time.time() - start, stopped, config,
                      lm_iterations=len(losses) - evaluations, data_loss=data_loss)
+
+
+class _FreeStarts(nn.Module):
+    """A model and the free initial states of its shooting windows (``FitConfig.free_starts``),
+    trained together; re-initialising puts the starts back at the observed states."""
+
+    def __init__(self, model: nn.Module, observed: Tensor):
+        super().__init__()
+        self.model = model
+        self.register_buffer("observed", observed.detach().clone())
+        self.starts = nn.Parameter(observed.detach().clone())
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        self.starts.copy_(self.observed)
+
+
+def _field(m: nn.Module) -> nn.Module:
+    """The vector-field model inside what the optimiser trains."""
+    return m.model if isinstance(m, _FreeStarts) else m
 
 
 def _lbfgs(model: nn.Module, loss_of, max_eval: int, config: FitConfig) -> float:

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from .integrators import FIXED_STEP_METHODS, discrete_gradient, integrate
 
-__all__ = ["derivative_loss", "trajectory_loss", "entropy_orientation", "energy_consistency", "WEIGHTINGS", "RESIDUAL_METHODS",
+__all__ = ["derivative_loss", "trajectory_loss", "shooting_loss", "shooting_starts", "entropy_orientation", "energy_consistency", "WEIGHTINGS", "RESIDUAL_METHODS",
            "TRAJECTORY_METHODS"]
 
 WEIGHTINGS = ("global", "coordinate")
@@ -140,3 +140,50 @@ def trajectory_loss(model, t: Tensor, x: Tensor, *, method: str = "implicit_midp
     pred = integrate(model, starts, times, method=method, step_size=h / substeps)[:, 1:]     # (W, H, n)
     target = torch.stack([x[:, k : T - horizon + k].reshape(-1, n) for k in range(1, horizon + 1)], 1)
     return ((pred - target).pow(2).mean((0, 1)) * w).sum()
+
+
+def shooting_starts(T: int, horizon: int) -> list[int]:
+    """Sample indices where the windows of :func:`shooting_loss` start: ``0, H, 2H, ...`` before
+    the last sample, so consecutive windows share their end and start samples and every sample
+    after the first is predicted once."""
+    if not 1 <= horizon < T:
+        raise ValueError(f"horizon must be in [1, {T - 1}] for {T} sampled times, got {horizon}")
+    return list(range(0, T - 1, horizon))
+
+
+def shooting_loss(model, t: Tensor, x: Tensor, starts: Tensor, *, method: str = "rk4", horizon: int = 10,
+                  substeps: int = 1, weights: Tensor | None = None) -> Tensor:
+    """Multiple-shooting loss with free initial states: the trajectories are cut into windows of
+    ``horizon`` sampling intervals (:func:`shooting_starts`), window k of trajectory j is rolled
+    out from the free state ``starts[j, k]`` instead of from its observed first state, and the loss
+    compares the rollouts *and the free states* with the observations.
+
+    Why: a window rolled out from a noisy observed state carries that noise along the whole
+    window, and the model is trained to explain it. Here the initial states are fitted together
+    with the model (``starts`` are parameters, initialised at the observed states), so the noise
+    on a window's first sample is one residual among ``horizon + 1``. The normalisation is that
+    of :func:`trajectory_loss`: weighted mean squared error over all compared samples, relative
+    to the mean squared one-interval increment.
+
+    Shapes: t (T,), x (J, T, n), starts (J, K, n) with K = ``len(shooting_starts(T, horizon))``.
+    The last window may reach past the data; its missing samples are left out.
+    """
+    if method not in TRAJECTORY_METHODS:
+        raise ValueError(f"unknown trajectory-loss method {method!r}; choose from {TRAJECTORY_METHODS}")
+    if x.ndim != 3 or t.ndim != 1 or x.shape[1] != t.shape[0]:
+        raise ValueError(f"trajectories must be (J, T, n) with times (T,), got {tuple(x.shape)} and {tuple(t.shape)}")
+    J, T, n = x.shape
+    index = shooting_starts(T, horizon)
+    if starts.shape != (J, len(index), n):
+        raise ValueError(f"starts must be (J, K, n) = {(J, len(index), n)} for {T} samples and horizon {horizon}, "
+                         f"got {tuple(starts.shape)}")
+    h = _uniform_step(t)
+    w = _weights(x[:, 1:] - x[:, :-1], "global") if weights is None else weights
+    times = torch.arange(horizon + 1, dtype=x.dtype, device=x.device) * h
+    pred = integrate(model, starts.reshape(-1, n), times, method=method, step_size=h / substeps)   # (J K, H + 1, n)
+    pred = pred.reshape(J, len(index), horizon + 1, n)
+    target_index = torch.tensor(index, device=x.device)[:, None] + torch.arange(horizon + 1, device=x.device)
+    valid = target_index < T                                                                     # (K, H + 1)
+    target = x[:, target_index.clamp(max=T - 1)]                                                 # (J, K, H + 1, n)
+    sq = ((pred - target).pow(2) * w).sum(-1)                                                    # (J, K, H + 1)
+    return (sq * valid).sum() / (J * int(valid.sum()))

@@ -335,3 +335,77 @@ def test_lm_and_energy_penalty_need_derivatives():
     t = torch.linspace(0, 1, 5, dtype=F64)
     with pytest.raises(ValueError, match="derivative data"):
         fit(model, xs, t=t, config=FitConfig(lm_iter=3), progress=False)
+
+
+def test_shooting_loss_gradient_matches_finite_differences_in_parameters_and_starts():
+    # Catches: a multiple-shooting loss whose gradient is wrong in the model parameters or in
+    # the free window starts (L-BFGS would then stall or walk off), float64, RK4 windows of 2
+    # intervals over 5 samples (the last window reaches past the data and is masked).
+    from sp_dynamics.losses import shooting_loss, shooting_starts
+
+    data = make_family_dataset("dno", seed=0, **TINY)
+    t, xs = data.t[:6], data.x[0, :, :6]
+    torch.manual_seed(0)
+    model = GENERICNet(3, hidden=6, depth=1).double()
+    index = shooting_starts(6, 2)
+    assert index == [0, 2, 4]
+    starts0 = (xs[:, index] + 0.01 * torch.randn(2, 3, 3, dtype=F64)).requires_grad_(True)
+    p0 = model.energy_net.fn[0].weight.detach().clone().requires_grad_(True)
+
+    def loss(p, starts):
+        module = model.energy_net.fn[0]
+        saved = module.weight
+        try:
+            del module.weight
+            module.weight = p
+            return shooting_loss(model, t, xs, starts, method="rk4", horizon=2)
+        finally:
+            del module.weight
+            module.register_parameter("weight", saved)
+
+    assert torch.autograd.gradcheck(loss, (p0, starts0), atol=1e-6, rtol=1e-5)
+
+
+def test_shooting_loss_is_zero_on_exact_trajectories_of_the_model():
+    # Catches: windows compared with the wrong samples (an off-by-one in the window index, the
+    # padding of the last window counted): on the model's own trajectories, started from their
+    # true states, the loss is the integrator's error only.
+    from sp_dynamics import integrate
+    from sp_dynamics.losses import shooting_loss, shooting_starts
+
+    torch.manual_seed(0)
+    model = GENERICNet(3, hidden=8, depth=1).double()
+    t = torch.linspace(0, 1, 12, dtype=F64)
+    with torch.no_grad():
+        xs = integrate(model, torch.randn(3, 3, dtype=F64), t, method="dopri5", rtol=1e-12, atol=1e-12)
+    index = shooting_starts(12, 4)
+    assert index == [0, 4, 8]
+    exact = shooting_loss(model, t, xs, xs[:, index], method="rk4", horizon=4, substeps=4).detach()
+    shifted = shooting_loss(model, t, xs, xs[:, [1, 5, 9]], method="rk4", horizon=4, substeps=4).detach()
+    assert float(exact) < 1e-12 < 1e-4 < float(shifted)
+    with pytest.raises(ValueError, match="starts must be"):
+        shooting_loss(model, t, xs, xs[:, :2], horizon=4)
+    with pytest.raises(ValueError, match="horizon"):
+        shooting_loss(model, t, xs, xs[:, :1], horizon=12)
+
+
+def test_free_start_shooting_fits_noisy_trajectories_and_keeps_structure():
+    # Catches: FitConfig(free_starts=True) not training (the starts or the model frozen, the
+    # wrapper's restarts resetting the model instead of the starts) or breaking the model's
+    # GENERIC structure; and the option silently accepted for derivative data.
+    data = make_family_dataset("dno", seed=0, noise_std=0.01, **TINY)
+    torch.manual_seed(0)
+    model = GENERICNet(3, hidden=16, depth=2).double()
+    cfg = replace(FAST, method="rk4", horizon=5, free_starts=True)
+    state = torch.get_rng_state()
+    result = fit(model, data.x[0], t=data.t, config=cfg, progress=False)
+    assert torch.equal(state, torch.get_rng_state())
+    assert result.losses[-1] < 0.5 * result.restart_losses[0] and result.data_loss <= result.losses[-1] + 1e-12
+    assert not any(n.startswith("starts") for n, _ in model.named_parameters())   # the model comes back bare
+    x = data.x[0].reshape(-1, 3)
+    dE, dS = (g.detach() for g in model.gradients(x))
+    f = model(0.0, x).detach()
+    assert float(((dE * f).sum(-1).abs() / (dE.norm(dim=-1) * f.norm(dim=-1))).max()) <= 1e-10
+    assert float((dS * f).sum(-1).min()) >= -1e-12
+    with pytest.raises(ValueError, match="free_starts"):
+        fit(model, *data.pairs(0), config=cfg, progress=False)
