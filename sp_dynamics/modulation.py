@@ -1,4 +1,4 @@
-"""Latent modulation of MLPs: FW, Shift, RO / MR(r) and SVD(r), driven by a hypernetwork.
+"""Latent modulation of MLPs: FW, Shift, RO / MR(r), SVD(r) and Head, driven by a hypernetwork.
 
 Reference: Jing et al., "Meta-learning structure-preserving dynamics" (arXiv 2508.11205),
 summarised in ``experiments/PROTOCOL.md``. For hidden layer l with activation sigma:
@@ -11,10 +11,15 @@ kind       layer map                                                    per-laye
 ``mr``     sigma((W + U(z) V(z)^T) h + b + s(z)),  rank r  (RO = MR(1))  U, V, s
 ``svd``    sigma((W + sum_i d_i(z) u_i v_i^T) h + b + s(z)), u_i, v_i    d = ReLU(.), s
            shared base parameters, soft orthogonality penalty
+``head``   hidden layers unmodulated; output (w + A z) . h + c + a . z  (linear hyper, no bias)
 =========  ===========================================================  =====================
 
-Only hidden layers are modulated (shifting an energy network's final scalar bias would not
-change grad H). Hypernetwork heads start at zero (as in peft), so at initialisation the
+FW, Shift, MR and SVD modulate the hidden layers only (shifting an energy network's final
+scalar bias would not change grad H). ``head`` is not one of the paper's methods: it modulates
+only the output layer, through a linear hypernetwork, so the network's output, and with it the
+field of a Hamiltonian model, is *linear* in z. Adapting such a latent is a linear
+least-squares problem with one solve (:func:`~sp_dynamics.meta.adaptation.adapt_latent_lstsq`);
+the price is that a family must be spanned by the learned features. Hypernetwork heads start at zero (as in peft), so at initialisation the
 modulated network equals the base network for every latent; :meth:`ModulatedMLP.merge` folds
 a latent's modulation into plain weights.
 
@@ -34,7 +39,7 @@ from .serialization import serializable
 
 __all__ = ["MODULATIONS", "ModulatedMLP", "orthogonality_penalty", "model_orthogonality"]
 
-MODULATIONS = ("none", "fw", "shift", "ro", "mr", "svd")
+MODULATIONS = ("none", "fw", "shift", "ro", "mr", "svd", "head")
 SVD_D_INIT = 1e-3  # initial singular values of the SVD modulation (see ModulatedMLP.__init__)
 
 
@@ -101,10 +106,12 @@ class ModulatedMLP(nn.Module):
                 sizes[f"U{l}"], sizes[f"V{l}"], sizes[f"s{l}"] = o * rank, i * rank, o
             elif kind == "svd":
                 sizes[f"d{l}"], sizes[f"s{l}"] = rank, o
+        if kind == "head":
+            sizes["dH"], sizes["dc"] = out_dim * hidden, out_dim
         if kind == "svd":  # shared bases u_i, v_i (base parameters, near-orthonormal at init)
             self.u = nn.ParameterList(nn.Parameter(_orthonormal(l.out_features, rank)) for l in self.layers)
             self.v = nn.ParameterList(nn.Parameter(_orthonormal(l.in_features, rank)) for l in self.layers)
-        self.hyper = _Heads(latent_dim, sizes, linear=(kind == "fw"), hidden=hyper_hidden) if sizes else None
+        self.hyper = _Heads(latent_dim, sizes, linear=kind in ("fw", "head"), hidden=hyper_hidden) if sizes else None
         if kind in ("svd", "mr"):
             # Heads that start at exactly zero must still get gradients. SVD: d = ReLU(head(z))
             # at 0 sits on ReLU's kink (gradient 0), so d would never move and SVD(r) would
@@ -120,6 +127,12 @@ class ModulatedMLP(nn.Module):
                         fan_in = size // rank
                         self.hyper.out.bias[offset:offset + size].normal_(0.0, fan_in**-0.5)
                     offset += size
+
+    @property
+    def linear_in_latent(self) -> bool:
+        """Whether the output is an affine function of z (``head``, or ``none``): then a field
+        built from it by linear maps is adapted exactly by one least-squares solve."""
+        return self.kind in ("none", "head")
 
     # -- parameter bookkeeping ---------------------------------------------------------------
     def parameter_counts(self) -> dict[str, int]:
@@ -142,6 +155,8 @@ class ModulatedMLP(nn.Module):
                 mods[f"V{l}"] = mods[f"V{l}"].reshape(*z.shape[:-1], i, self.rank)
             elif self.kind == "svd":
                 mods[f"d{l}"] = torch.relu(mods[f"d{l}"])  # non-negative singular values
+        if self.kind == "head":
+            mods["dH"] = mods["dH"].reshape(*z.shape[:-1], self.out_dim, self.head.in_features)
         return mods
 
     def delta(self, l: int, mods: dict[str, Tensor]) -> tuple[Tensor | None, Tensor | None]:
@@ -154,7 +169,7 @@ class ModulatedMLP(nn.Module):
             return mods[f"U{l}"] @ mods[f"V{l}"].transpose(-1, -2), mods[f"s{l}"]
         if self.kind == "svd":
             return (self.u[l] * mods[f"d{l}"].unsqueeze(-2)) @ self.v[l].T, mods[f"s{l}"]
-        return None, None
+        return None, None  # none, head
 
     # -- forward -------------------------------------------------------------------------------
     def forward(self, x: Tensor, z: Tensor | None = None) -> Tensor:
@@ -186,7 +201,10 @@ class ModulatedMLP(nn.Module):
             if db is not None:
                 pre = pre + db.unsqueeze(-2)
             h = self.act(pre)
-        return self.head(h)
+        out = self.head(h)
+        if mods and self.kind == "head":
+            out = out + h @ mods["dH"].transpose(-1, -2) + mods["dc"].unsqueeze(-2)
+        return out
 
     def merge(self, z: Tensor) -> nn.Sequential:
         """A plain MLP with the modulation of one latent z (k,) folded into its weights."""
@@ -203,6 +221,9 @@ class ModulatedMLP(nn.Module):
                 layers += [plain, type(self.act)()]
             head = nn.Linear(self.head.in_features, self.head.out_features).to(self.head.weight)
             head.load_state_dict(self.head.state_dict())
+            if self.kind == "head":
+                head.weight += mods["dH"]
+                head.bias += mods["dc"]
         return nn.Sequential(*layers, head)
 
 

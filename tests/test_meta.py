@@ -346,3 +346,31 @@ def test_gauss_newton_adapts_a_linear_in_latent_field_exactly_in_one_step():
     z, history = adapt_latent_gauss_newton(model, x, dx, z_init=torch.zeros(3, dtype=torch.float64), steps=1)
     assert torch.allclose(z, z_true, atol=1e-6), (z - z_true).abs().max()
     assert history[-1] < 1e-10 * history[0]
+
+
+def test_least_squares_adaptation_recovers_the_latent_of_a_head_modulated_model():
+    # Catches: a "head" modulation that is not affine in z (then one solve is not the answer),
+    # a least-squares adaptation with a wrong Jacobian or residual sign, and the solver accepted
+    # for a model whose field is not linear in the latent (it would silently be one Gauss-Newton
+    # step from zero, not the optimum).
+    from sp_dynamics import LatentGENERICNet, LatentHamiltonianNN
+    from sp_dynamics.meta import adapt_latent_gauss_newton, adapt_latent_lstsq, field_is_linear_in_latent
+
+    gen = torch.Generator().manual_seed(0)
+    model = LatentHamiltonianNN(2, kind="head", latent_dim=4, hidden=16, depth=2).double()
+    with torch.no_grad():
+        model.energy_net.hyper.out.weight.normal_(0.0, 0.3, generator=gen)
+    assert field_is_linear_in_latent(model)
+    x = torch.randn(3, 30, 2, generator=gen, dtype=torch.float64)
+    z_true = torch.randn(3, 4, generator=gen, dtype=torch.float64)
+    with torch.no_grad():
+        dx = model(0.0, x, z_true)
+        z = adapt_latent_lstsq(model, x, dx)
+    assert torch.allclose(z, z_true, atol=1e-8), (z - z_true).abs().max()
+    z_gn, _ = adapt_latent_gauss_newton(model, x, dx, z_init=torch.zeros(4, dtype=torch.float64), steps=1)
+    assert torch.allclose(z_gn, z, atol=1e-6)           # one Gauss-Newton step is the same solve, up to its differences
+    for other in (LatentHamiltonianNN(2, kind="svd", latent_dim=4), LatentGENERICNet(3, kind="head", latent_dim=4)):
+        assert not field_is_linear_in_latent(other)
+        with pytest.raises(ValueError, match="linear in the latent"):
+            adapt_latent_lstsq(other, x if other.dim == 2 else torch.randn(3, 30, 3), dx if other.dim == 2 else
+                               torch.randn(3, 30, 3))

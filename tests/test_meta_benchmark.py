@@ -260,3 +260,16 @@ def test_combine_derives_the_left_share_of_parts_written_before_it_existed():
     assert math.isnan(_upgrade({"entropy_error": float("nan")})["left_domain"])
     assert _upgrade({"entropy_error": 0.2, "left_domain": 0.5})["left_domain"] == 0.5
     assert "left_domain" not in _upgrade({"eps_traj": 0.1})  # Hamiltonian parts have no entropy column
+
+
+def test_least_squares_adaptation_runs_in_the_benchmark_and_is_refused_where_inexact(tmp_path):
+    # Catches: the lstsq solver not reaching the benchmark's head method, or being accepted for
+    # methods whose field is not linear in the latent (the refusal must come before any training).
+    results = meta_benchmark.main(["--preset", "smoke", "--methods", "head", "--set", "adapt.solver=lstsq",
+                                   "--tag", "lstsq", "--out", str(tmp_path)])
+    assert math.isfinite(results["head"]["eps_traj"][0])
+    assert "one exact least-squares solve" in (tmp_path / "meta_pendulum_smoke_lstsq.md").read_text()
+    for argv in (["--methods", "head", "svd"], ["--system", "dno", "--methods", "head"]):
+        with pytest.raises(benchmark.UsageError, match="lstsq"):
+            meta_benchmark.main(["--preset", "smoke", *argv, "--set", "adapt.solver=lstsq", "--out", str(tmp_path / "x")])
+    assert not (tmp_path / "x").exists()

@@ -2,7 +2,8 @@
 the MAML / ANIL / Reptile / Scratch baselines, under one vocabulary (train -> adapter -> adapt,
 :mod:`.methods`), and the protocol's scoring of adapted models (:mod:`.evaluation`)."""
 
-from .adaptation import adapt_latent, adapt_latent_gauss_newton, support_loss
+from .adaptation import (adapt_latent, adapt_latent_gauss_newton, adapt_latent_lstsq, field_is_linear_in_latent,
+                         support_loss)
 from .baselines import GradientMetaConfig, adapt_all, train_maml, train_reptile, train_scratch
 from .evaluation import FunctionalField, data_region, evaluate_fields
 from .maml import maml_meta_gradient
@@ -24,6 +25,8 @@ __all__ = [
     "train_scratch_adapter",
     "adapt_latent",
     "adapt_latent_gauss_newton",
+    "adapt_latent_lstsq",
+    "field_is_linear_in_latent",
     "support_loss",
     "maml_meta_gradient",
     "GradientMetaConfig",

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-__all__ = ["support_loss", "adapt_latent", "adapt_latent_gauss_newton"]
+__all__ = ["support_loss", "adapt_latent", "adapt_latent_gauss_newton", "adapt_latent_lstsq", "field_is_linear_in_latent"]
 
 
 def support_loss(model: nn.Module, x: Tensor, dx: Tensor, z: Tensor, entropy_penalty: float = 0.0) -> Tensor:
@@ -138,3 +138,47 @@ def adapt_latent_gauss_newton(model: nn.Module, x: Tensor, dx: Tensor, *, z_init
         current = torch.where(accept, trial, current)
         history.append(float(current.mean()))
     return z.detach(), history
+
+
+def field_is_linear_in_latent(model: nn.Module) -> bool:
+    """Whether a latent model's field is an affine function of z, so that
+    :func:`adapt_latent_lstsq` is exact: a :class:`~sp_dynamics.LatentHamiltonianNN` whose energy
+    network is modulated by ``kind="head"`` (``J grad H`` is linear in H, and H is affine in z).
+    GENERIC latent models are not: their bracket's dissipation depends on grad E and grad S."""
+    from ..models import LatentHamiltonianNN
+
+    return isinstance(model, LatentHamiltonianNN) and model.energy_net.linear_in_latent
+
+
+def adapt_latent_lstsq(model: nn.Module, x: Tensor, dx: Tensor, *, ridge: float = 1e-8) -> Tensor:
+    """Exact latent adaptation of a model whose field is affine in z: one least-squares solve.
+
+    With ``f(x; z) = f(x; 0) + G(x) z``, the columns of G are ``f(x; e_j) - f(x; 0)`` (exact,
+    k + 1 field evaluations, no finite-difference step), and z solves
+    ``min ||G z - (dx - f(x; 0))||^2 + ridge ||z||^2`` per task. No start latent, no inner loop,
+    no step size. Runs in float64.
+
+    Args: ``model`` with :func:`field_is_linear_in_latent` true (anything else is refused: the
+    solve would be one Gauss-Newton step, not the answer); x, dx (K, N, n) support sets.
+    Returns the latents (K, k).
+    """
+    if not field_is_linear_in_latent(model):
+        raise ValueError(f"adapt_latent_lstsq needs a field that is linear in the latent "
+                         f"(LatentHamiltonianNN with kind='head'); got {type(model).__name__}"
+                         + (f" with kind={model.energy_net.kind!r}" if hasattr(model, "energy_net") else "")
+                         + "; use adapt_latent_gauss_newton")
+    if not ridge >= 0:
+        raise ValueError(f"ridge must be >= 0, got {ridge}")
+    import copy
+
+    k = model.latent_dim
+    x, dx, _ = _check_support(model, x, dx, torch.zeros(k))
+    model = copy.deepcopy(model).double()
+    x, dx = x.double(), dx.double()
+    K = x.shape[0]
+    basis = torch.cat([torch.zeros(1, k), torch.eye(k)]).double()              # z = 0, e_1, ..., e_k
+    fields = torch.stack([model(0.0, x, b.expand(K, k)).detach().reshape(K, -1) for b in basis], -1)
+    f0, G = fields[..., 0], fields[..., 1:] - fields[..., :1]                  # (K, N n), (K, N n, k)
+    rhs = G.transpose(1, 2) @ (dx.reshape(K, -1) - f0).unsqueeze(-1)
+    eye = torch.eye(k, dtype=torch.float64)
+    return torch.linalg.solve(G.transpose(1, 2) @ G + ridge * eye, rhs).squeeze(-1)

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from ..fitting import FitConfig
-from .adaptation import adapt_latent, adapt_latent_gauss_newton
+from .adaptation import adapt_latent, adapt_latent_gauss_newton, adapt_latent_lstsq
 from .baselines import GradientMetaConfig, adapt_all, last_layer, train_maml, train_reptile, train_scratch
 from .evaluation import FunctionalField
 from .maml import hnn_field
@@ -42,10 +42,10 @@ from .training import MetaConfig, meta_train
 __all__ = ["AdaptConfig", "LatentAdapter", "GradientAdapter", "ScratchAdapter", "train_latent", "train_gradient",
            "train_scratch_adapter", "LATENT_METHODS", "GRADIENT_METHODS", "METHODS"]
 
-LATENT_METHODS = ("fw", "shift", "ro", "mr", "svd")
+LATENT_METHODS = ("fw", "shift", "ro", "mr", "svd", "head")
 GRADIENT_METHODS = ("maml", "anil", "reptile")
 METHODS = LATENT_METHODS + GRADIENT_METHODS + ("scratch",)
-LATENT_SOLVERS = ("adam", "gauss_newton")
+LATENT_SOLVERS = ("adam", "gauss_newton", "lstsq")
 
 
 @dataclass(frozen=True)
@@ -53,8 +53,10 @@ class AdaptConfig:
     """How a latent model is adapted to a new system.
 
     Attributes:
-        solver: ``"adam"`` (the paper's gradient auto-decoding: ``steps`` Adam steps at ``lr``)
-            or ``"gauss_newton"`` (``gn_steps`` least-squares steps in the latent; float64).
+        solver: ``"adam"`` (the paper's gradient auto-decoding: ``steps`` Adam steps at ``lr``),
+            ``"gauss_newton"`` (``gn_steps`` least-squares steps in the latent; float64) or
+            ``"lstsq"`` (one exact least-squares solve, for fields linear in the latent: the
+            ``head`` modulation of a Hamiltonian model; refused for others).
         init: start latent, ``"mean"`` of the training latents (the paper) or ``"zero"``.
         entropy_penalty: GENERIC models: the entropy-orientation term (Adam only).
     """
@@ -94,7 +96,9 @@ class LatentAdapter:
         """Adapted latents (K, k) for support sets (K, N, n)."""
         cfg = self.config
         cfg.validate()
-        if cfg.solver == "gauss_newton":
+        if cfg.solver == "lstsq":
+            z = adapt_latent_lstsq(self.model, x, dx)
+        elif cfg.solver == "gauss_newton":
             z, _ = adapt_latent_gauss_newton(self.model, x, dx, z_init=self.start(), steps=cfg.gn_steps)
         else:
             z, _ = adapt_latent(self.model, x, dx, z_init=self.start(), steps=cfg.steps, lr=cfg.lr,

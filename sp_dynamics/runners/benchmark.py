@@ -340,6 +340,9 @@ def main(argv: list[str] | None = None, *, default_results: str | Path | None = 
     cfg = apply_overrides(config_for(args.system, args.preset, args.seeds), args.overrides)
     if (cfg.entropy_gain or cfg.warm_start) and not system.is_generic:
         raise UsageError(f"entropy_gain and warm_start apply to GENERIC systems; {args.system} is not one")
+    if cfg.adapt.solver == "lstsq" and (system.is_generic or set(args.methods) & set(MODULATION) - {"head"}):
+        raise UsageError("adapt.solver=lstsq is exact only for a field linear in the latent: the head modulation of a "
+                         f"Hamiltonian system; run the other methods without it (got {args.system}, {' '.join(args.methods)})")
     out = default_out(args.out, default_results)
     # Every training setting is in the run folder's name, so a changed setting never resumes (or
     # is refused by) a checkpoint of another experiment.
@@ -372,8 +375,9 @@ def main(argv: list[str] | None = None, *, default_results: str | Path | None = 
 
 
 def _table(args, cfg: BenchConfig, results: dict, wall: float, command: str, machine: str | None = None) -> str:
-    adapt = (f"{cfg.adapt.gn_steps} Gauss-Newton steps" if cfg.adapt.solver == "gauss_newton"
-             else f"{cfg.adapt.steps} Adam steps")
+    adapt = {"gauss_newton": f"{cfg.adapt.gn_steps} Gauss-Newton steps",
+             "lstsq": "one exact least-squares solve (field linear in the latent)"}.get(cfg.adapt.solver,
+                                                                                     f"{cfg.adapt.steps} Adam steps")
     refine = (f" + {cfg.meta.refine_evals} full-batch L-BFGS evaluations ({cfg.meta.refine_points} points per system)"
               if cfg.meta.refine_evals else "")
     if cfg.meta.restarts > 1:
@@ -388,7 +392,8 @@ def _table(args, cfg: BenchConfig, results: dict, wall: float, command: str, mac
         machine or machine_line(wall, args.jobs, " (the wall time column sums a method's runs over seeds)"),
         f"- seeds {list(cfg.seeds)}; rank r = {cfg.rank} for MR/SVD; energy scale {cfg.energy_scale}; {cfg.shots} shots; "
         f"meta iterations {cfg.meta.iterations} ({cfg.meta.lr_schedule} lr, {cfg.dtype}; modulation){refine}, "
-        f"{cfg.grad.iterations} (MAML/ANIL/Reptile); latent adaptation {adapt} from the {cfg.adapt.init} latent",
+        f"{cfg.grad.iterations} (MAML/ANIL/Reptile); latent adaptation {adapt}"
+        + ("" if cfg.adapt.solver == "lstsq" else f" from the {cfg.adapt.init} latent"),
         f"- training data: {data}; evaluation against the clean trajectories",
         "- SSIM: sp_dynamics.metrics.ssim (Wang et al. 2004; 11x11 Gaussian window, sigma 1.5, K1 0.01, K2 0.03)",
         "- eps_field: the protocol's 50 x 50 grid over [-R, R]^2; eps_field (data region): the same error on the grid "
