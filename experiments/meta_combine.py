@@ -1,4 +1,5 @@
-"""Combine meta-benchmark result files of one configuration run at different times for different seeds.
+"""Combine meta-benchmark (or locality-sweep) result files of one configuration run at different times for
+different seeds.
 
     python -m experiments.meta_combine meta_dno_paper_fw_shift_seed0 meta_dno_paper_mod_seeds12 \\
         --stem meta_dno_paper_modulation
@@ -83,6 +84,8 @@ def main(argv=None) -> dict:
     if len(args.parts) < 2:
         raise UsageError("give at least two parts to combine")
     parts = [(stem, *load(results_dir, stem)) for stem in args.parts]
+    if all("lam_z" in cfg.get("args", {}) for _, _, cfg in parts):  # locality-sweep parts
+        return _combine_sweeps(parts, results_dir, args.stem, argv)
     merged, first, seeds = combine(parts)
     settings = _stored_config({**first["config"], "seeds": sorted({s for v in seeds.values() for s in v})})
     header = ("- combined from " + ", ".join(f"[`{s}.md`]({s}.md)" for s in args.parts)
@@ -94,6 +97,20 @@ def main(argv=None) -> dict:
     write_results(results_dir, args.stem, table, merged,
                   {**{k: v for k, v in first.items() if k != "methods"}, "methods": list(merged), "parts": args.parts})
     print(table)
+    return merged
+
+
+def _combine_sweeps(parts, results_dir: Path, stem: str, argv) -> dict:
+    """Sweep parts (``meta_sweep`` result stems) -> one sweep table over all their seeds."""
+    from sp_dynamics.runners import sweep
+
+    merged, seeds = sweep.combine(parts)
+    _, _, first = parts[0]
+    header = ("- combined from " + ", ".join(f"[`{s}.md`]({s}.md)" for s, _, _ in parts)
+              + " (each part's file has its command, machine, date and wall time)")
+    sweep.write_sweep(results_dir, stem, merged, {**first["args"], "seeds": seeds, "tag": None},
+                      {**first["config"], "seeds": seeds}, seeds, command_line("python -m experiments.meta_combine", argv),
+                      header, config_extra={"parts": [s for s, _, _ in parts]})
     return merged
 
 

@@ -49,6 +49,33 @@ def test_meta_sweep_smoke_reports_every_cell(tmp_path):
     assert (tmp_path / "meta_sweep_pendulum_smoke.png").stat().st_size > 0  # the heat-map figure
 
 
+def test_sweep_parts_run_for_different_seeds_combine_into_the_one_run_table(tmp_path):
+    # Catches: a combined sweep that is not what one run over all seeds gives (a seed dropped or
+    # duplicated, cells mixed up), or parts with other settings merged silently.
+    import pytest
+
+    from experiments import meta_combine
+
+    common = ["--preset", "smoke", "--methods", "svd", "--lam-z", "0.1", "--lam-phi", "0.001", "0.0001",
+              "--out", str(tmp_path)]
+    meta_sweep.main(common + ["--seeds", "0", "--tag", "s0"])
+    meta_sweep.main(common + ["--seeds", "1", "--tag", "s1"])
+    whole = meta_sweep.main(common + ["--seeds", "0", "1", "--tag", "s01"])   # resumes the same run folders
+    merged = meta_combine.main(["meta_sweep_pendulum_smoke_s0", "meta_sweep_pendulum_smoke_s1", "--stem", "both",
+                                "--results", str(tmp_path)])
+    assert merged == whole
+    table = (tmp_path / "both.md").read_text()
+    assert "combined from" in table and "seeds [0, 1]" in table and "Seed noise" in table
+    assert (tmp_path / "both.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="two parts"):
+        meta_combine.main(["meta_sweep_pendulum_smoke_s0", "both", "--stem", "x", "--results", str(tmp_path)])
+    meta_sweep.main(["--preset", "smoke", "--methods", "svd", "--lam-z", "0.01", "--lam-phi", "0.001", "0.0001",
+                     "--seeds", "1", "--tag", "other", "--out", str(tmp_path)])
+    with pytest.raises(ValueError, match="other settings"):
+        meta_combine.main(["meta_sweep_pendulum_smoke_s0", "meta_sweep_pendulum_smoke_other", "--stem", "x",
+                           "--results", str(tmp_path)])
+
+
 def test_experiment_clis_refuse_bad_arguments(capsys):
     import pytest
 

@@ -153,24 +153,68 @@ def main(argv=None, *, default_results=None, prog: str = "sp-dynamics sweep") ->
     results = {m: {f"{lz:g},{lp:g}": {k: [done[(m, s, lz, lp)][0][k] for s in cfg.seeds] for k in METRICS}
                    for lz in args.lam_z for lp in args.lam_phi} for m in args.methods}
     wall = time.time() - start
+    stem = result_stem(f"meta_sweep_{args.system}_{args.preset}", args)
+    write_sweep(out, stem, results, vars(args), cfg, list(cfg.seeds), command_line(prog, argv),
+                machine_line(wall, args.jobs), {"wall_time_s": wall})
+    return results
+
+
+def write_sweep(out: Path, stem: str, results: dict, args: dict, cfg, seeds: list[int], command: str, machine: str,
+                extra: dict | None = None, config_extra: dict | None = None) -> str:
+    """The sweep's table, JSON, config and heat map (``cfg`` a BenchConfig or its stored dict)."""
+    get = (lambda k: cfg[k]) if isinstance(cfg, dict) else (lambda k: getattr(cfg, k))
+    meta = get("meta")
+    meta_get = (lambda k: meta[k]) if isinstance(meta, dict) else (lambda k: getattr(meta, k))
     lines = [
-        f"# Locality sweep: {args.system}, preset `{args.preset}`",
+        f"# Locality sweep: {args['system']}, preset `{args['preset']}`",
         "",
-        command_line(prog, argv),
-        machine_line(wall, args.jobs),
-        f"- seeds {list(cfg.seeds)}; meta iterations {cfg.meta.iterations} ({cfg.meta.lr_schedule} lr, {cfg.dtype}); "
-        f"{cfg.shots} shots; everything else as `sp-dynamics benchmark --preset {args.preset}`",
+        command,
+        machine,
+        f"- seeds {seeds}; meta iterations {meta_get('iterations')} ({meta_get('lr_schedule')} lr, {get('dtype')}); "
+        f"{get('shots')} shots; everything else as `sp-dynamics benchmark --preset {args['preset']}`",
         "",
-        *summarise(results, args.methods, args.lam_z, args.lam_phi),
+        *summarise(results, args["methods"], args["lam_z"], args["lam_phi"]),
         "",
     ]
     text = "\n".join(lines)
     print(text)
-    stem = result_stem(f"meta_sweep_{args.system}_{args.preset}", args)
-    write_results(out, stem, text, {"results": results, "wall_time_s": wall}, {"args": vars(args), "config": cfg})
-    figure(results, args.methods, args.lam_z, args.lam_phi, out / f"{stem}.png",
-           f"{args.system}, preset {args.preset}: cell means over seeds {list(cfg.seeds)} (lower is better)")
-    return results
+    write_results(out, stem, text, {"results": results, **(extra or {})},
+                  {"args": args, "config": cfg, **(config_extra or {})})
+    figure(results, args["methods"], args["lam_z"], args["lam_phi"], out / f"{stem}.png",
+           f"{args['system']}, preset {args['preset']}: cell means over seeds {seeds} (lower is better)")
+    return text
+
+
+def combine(parts: list[tuple[str, dict, dict]]) -> tuple[dict, list[int]]:
+    """Merge sweep parts ``(stem, results, config)`` run for different seeds with otherwise equal
+    settings (refused otherwise, and where two parts hold the same method, cell and seed):
+    every cell's per-seed lists, in seed order."""
+    def settings(cfg):
+        return ({k: v for k, v in cfg["args"].items() if k not in ("seeds", "tag", "jobs", "out")},
+                {k: v for k, v in cfg["config"].items() if k != "seeds"})
+
+    first_stem, _, first = parts[0]
+    per_seed: dict = {}
+    for stem, results, cfg in parts:
+        if settings(cfg) != settings(first):
+            a, b = settings(cfg), settings(first)
+            diff = sorted(k for part in (0, 1) for k in set(a[part]) | set(b[part]) if a[part].get(k) != b[part].get(k))
+            raise UsageError(f"{stem} was run with other settings than {first_stem} (differ: {', '.join(diff)})")
+        for m, cells in results["results"].items():
+            for key, metrics in cells.items():
+                slot = per_seed.setdefault(m, {}).setdefault(key, {})
+                for i, seed in enumerate(cfg["config"]["seeds"]):
+                    if seed in slot:
+                        raise UsageError(f"{m} seed {seed} at ({key}) is in two parts (one is {stem})")
+                    slot[seed] = {k: metrics[k][i] for k in METRICS}
+    seeds = sorted({s for cells in per_seed.values() for slot in cells.values() for s in slot})
+    for m, cells in per_seed.items():
+        for key, slot in cells.items():
+            if sorted(slot) != seeds:
+                raise UsageError(f"{m} at ({key}) has seeds {sorted(slot)}, the others {seeds}: a part is incomplete")
+    merged = {m: {key: {k: [slot[s][k] for s in seeds] for k in METRICS} for key, slot in cells.items()}
+              for m, cells in per_seed.items()}
+    return merged, seeds
 
 
 if __name__ == "__main__":
