@@ -106,9 +106,34 @@ def test_a_too_stiff_learned_field_is_reported_as_nan_not_a_stall():
         def forward(self, t, x):  # a fast rotation: dopri5 needs ~1e5 steps over t = 10
             return 2e4 * torch.stack([x[..., 1], -x[..., 0]], -1)
 
-    with pytest.warns(RuntimeWarning, match="rollout failed on test instance"):
+    with pytest.warns(RuntimeWarning, match="rollout or its scoring failed on test instance"):
         scores = evaluate_fields([Stiff()] * len(data.test_ids), get_system("pendulum"), data)
     assert math.isnan(scores["eps_traj"]) and math.isfinite(scores["eps_field"])
+
+
+def test_a_failed_structure_check_keeps_the_rollout_score_and_one_value_per_instance():
+    # Catches: a GENERIC evaluation that, when the structure check fails after a good rollout,
+    # appended eps_traj twice (the value and a NaN) and so scored the instance as NaN and
+    # misaligned the per-instance lists.
+    import torch
+
+    from sp_dynamics import get_system, make_family_dataset
+
+    system = get_system("dno")
+    data = make_family_dataset("dno", seed=0, **benchmark.PRESETS["smoke"].dataset)
+
+    class TrueFieldWithoutEnergy(torch.nn.Module):  # rolls out fine; structure_rates needs .energy
+        def __init__(self, params):
+            super().__init__()
+            self.true = system.dynamics(params)
+
+        def forward(self, t, x):
+            return self.true(t, x)
+
+    fields = [TrueFieldWithoutEnergy(data.params[i]) for i in data.test_ids]
+    with pytest.warns(RuntimeWarning, match="its structure columns = NaN"):
+        scores = evaluate_fields(fields, system, data)
+    assert scores["eps_traj"] < 1e-6 and math.isnan(scores["max_abs_dEdt"])
 
 
 def test_parallel_jobs_give_the_same_numbers_as_one_process(tmp_path):

@@ -12,6 +12,7 @@ crash: the protocol asks for divergence to be reported as it happens.
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -148,22 +149,24 @@ def evaluate_fields(fields, system, data, instances=None) -> dict:
         rows["eps_field"].append(eps_field(f, true, grid))
         rows["eps_field_data"].append(eps_field(f, true, data_region(system, data, grid, i)))
         rows["ssim"].append(field_ssim(f, true, grid, 50))
+        # one value per instance and metric whatever fails: NaN for what could not be computed
+        # (NaN entropy errors count as trajectories that left the domain, below)
+        traj, dE, dS, errors = math.nan, math.nan, math.nan, [math.nan] * data.x.shape[1]
         try:
             pred = safe_rollout(f, data.x[i, :, 0], data.t)
-            rows["eps_traj"].append(float(eps_traj(pred, data.x[i]).mean()))
+            traj = float(eps_traj(pred, data.x[i]).mean())
             if system.is_generic:
                 dE, dS = structure_rates(f, pred)
-                rows["max_abs_dEdt"].append(dE)
-                rows["min_dSdt"].append(dS)
-                rows["entropy_error"].extend(entropy_production_errors(system, data.params[i], pred, data.x[i]).tolist())
+                errors = entropy_production_errors(system, data.params[i], pred, data.x[i]).tolist()
         except Exception as exc:  # a diverging or very stiff learned field: report, don't crash
-            warnings.warn(f"rollout failed on test instance {i} ({type(exc).__name__}: {str(exc)[:80]}); "
-                          "eps_traj = NaN", RuntimeWarning, stacklevel=2)
-            for k in ("eps_traj", "max_abs_dEdt", "min_dSdt"):
-                if k in rows:
-                    rows[k].append(float("nan"))
-            if system.is_generic:
-                rows["entropy_error"].extend([float("nan")] * data.x.shape[1])  # counted as left below
+            warnings.warn(f"rollout or its scoring failed on test instance {i} ({type(exc).__name__}: "
+                          f"{str(exc)[:80]}); {'eps_traj' if math.isnan(traj) else 'its structure columns'} = NaN",
+                          RuntimeWarning, stacklevel=2)
+        rows["eps_traj"].append(traj)
+        if system.is_generic:
+            rows["max_abs_dEdt"].append(dE)
+            rows["min_dSdt"].append(dS)
+            rows["entropy_error"].extend(errors)
     out = {k: float(np.mean(rows[k])) for k in ("eps_field", "eps_field_data", "eps_traj", "ssim")}
     if system.is_generic:
         out.update(max_abs_dEdt=float(np.max(rows["max_abs_dEdt"])), min_dSdt=float(np.min(rows["min_dSdt"])),
