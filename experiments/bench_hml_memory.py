@@ -68,7 +68,8 @@ def memory_rows(Ts: list[int], B: int, D: int) -> list[dict]:
             row[mode] = (nbytes, time.perf_counter() - t0)
             del y
         rows.append(row)
-        print(row, flush=True)
+        print(f"T = {T}: " + ", ".join(f"{mode} {row[mode][0] / 2**20:.1f} MiB saved, {row[mode][1]:.2f} s"
+                                       for mode in MODES), flush=True)  # progress of a long benchmark
     return rows
 
 
