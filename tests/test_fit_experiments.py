@@ -39,6 +39,10 @@ def test_fit_trajectories_smoke_covers_every_method(tmp_path):
     assert {(r["method"], r["noise"]) for r in out["rows"]} == {
         (m, n) for m in METHODS for n in (0.0, 0.01)}
     assert json.loads((tmp_path / "fit_trajectories_pendulum_smoke.json").read_text())["rows"]
+    text = (tmp_path / "fit_trajectories_pendulum_smoke.md").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| 0.01 |"))   # the derivative-information table
+    given, estimated = (float(v) for v in row.strip("|").split("|")[1:3])
+    assert 0 < given < estimated   # noisy given derivatives carry more than a spline through noisy states
 
 
 def test_meta_sweep_smoke_reports_every_cell(tmp_path):
