@@ -73,6 +73,19 @@ def test_sweep_parts_run_for_different_seeds_combine_into_the_one_run_table(tmp_
     assert (tmp_path / "both.png").stat().st_size > 0
     with pytest.raises(ValueError, match="two parts"):
         meta_combine.main(["meta_sweep_pendulum_smoke_s0", "both", "--stem", "x", "--results", str(tmp_path)])
+    # a part written before a setting existed (here one nested and one top-level setting) lacks it in
+    # its config; it ran with the default and combines, but a part with another value does not
+    path = tmp_path / "meta_sweep_pendulum_smoke_s1.config.json"
+    stored = json.loads(path.read_text())
+    del stored["config"]["warm_start_fit"]["free_starts"], stored["config"]["entropy_gain"]
+    path.write_text(json.dumps(stored))
+    assert meta_combine.main(["meta_sweep_pendulum_smoke_s0", "meta_sweep_pendulum_smoke_s1", "--stem", "old",
+                              "--results", str(tmp_path)]) == whole
+    stored["config"]["entropy_gain"] = True
+    path.write_text(json.dumps(stored))
+    with pytest.raises(ValueError, match="differ: entropy_gain"):
+        meta_combine.main(["meta_sweep_pendulum_smoke_s0", "meta_sweep_pendulum_smoke_s1", "--stem", "x",
+                           "--results", str(tmp_path)])
     meta_sweep.main(["--preset", "smoke", "--methods", "svd", "--lam-z", "0.01", "--lam-phi", "0.001", "0.0001",
                      "--seeds", "1", "--tag", "other", "--out", str(tmp_path)])
     with pytest.raises(ValueError, match="other settings"):
