@@ -429,7 +429,7 @@ def _table(args, cfg: BenchConfig, results: dict, wall: float, command: str, mac
         row += f" {cell(r['ssim'])} |"
         if generic:
             row += f" {np.max(r['max_abs_dEdt']):.1e} | {np.min(r['min_dSdt']):.1e} |"  # NaN propagates
-        lines.append(row + f" {np.mean(r.get('adapt_seconds', [float('nan')])):.1f} | {r['wall_time_s']:.0f} |")
+        lines.append(row + f" {np.mean(r.get('adapt_seconds', [float('nan')])):.3g} | {r['wall_time_s']:.0f} |")
     return "\n".join(lines + [""])
 
 
