@@ -13,6 +13,33 @@ def test_fit_generic_smoke_writes_a_table(tmp_path):
     assert "eps_field (data region)" in text and "python -m experiments.fit_generic" in text
 
 
+def test_fit_generic_saves_every_fit_and_evaluate_scores_one_on_a_file(tmp_path, capsys):
+    # Catches: single fits that exist only as table rows (no checkpoint to reuse), a saved model
+    # that does not reproduce the runner's own score when loaded and scored by sp-dynamics evaluate
+    # on the same instance saved to a file.
+    from sp_dynamics import make_family_dataset, save_trajectories
+    from sp_dynamics.cli import main as cli
+
+    out = fit_generic.main(["--preset", "smoke", "--system", "dno", "--out", str(tmp_path), "--save", str(tmp_path / "fits")])
+    row = out["rows"][0]
+    folder = tmp_path / "fits" / f"dno-instance{row['instance']}-seed{row['seed']}"
+    assert row["saved"] == str(folder) and (folder / "model.json").exists()
+    assert json.loads((folder / "model.json").read_text())["extra"]["instance"] == row["instance"]
+    from sp_dynamics.runners.fit_instances import PRESETS
+
+    d, i = make_family_dataset("dno", seed=0, **PRESETS["smoke"].dataset), row["instance"]
+    save_trajectories(tmp_path / "one.npz", d.t, d.x[[i]], d.dx[[i]], d.params[[i]])
+    capsys.readouterr()
+    assert cli(["evaluate", str(folder), "--data", str(tmp_path / "one.npz")]) == 0
+    scores = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert abs(scores["eps_traj"] - row["eps_traj"]) <= 1e-6 * max(1.0, row["eps_traj"])
+    (tmp_path / "file").write_text("x")
+    import pytest
+
+    with pytest.raises(ValueError, match="not a folder"):
+        fit_generic.main(["--preset", "smoke", "--system", "dno", "--out", str(tmp_path), "--save", str(tmp_path / "file")])
+
+
 def test_fit_generic_smoke_with_the_gas_settings(tmp_path):
     # Catches: the gas settings of the fit-instances runner (power-law friction, separable
     # energy, energy-consistency term, Levenberg-Marquardt phase) not reaching the model, the

@@ -12,7 +12,9 @@ states with exact derivatives) by ``fit`` with its default settings, a fresh ``G
 seeds: eps_traj (dopri5 rollouts from the true initial states), the protocol's eps_field, eps_field
 on the data region (``sp_dynamics.meta.evaluation.data_region``), max |dE/dt| and min dS/dt of the
 model's own E and S along its rollouts, evaluations and wall time. Writes
-``fit_<system>[_<bracket>].md``, ``.json`` and ``.config.json``.
+``fit_<system>[_<bracket>].md``, ``.json`` and ``.config.json``; with ``--save DIR`` also every
+fitted model, as ``DIR/<system>-instance<i>-seed<s>`` (``sp_dynamics.save`` folders: score one on
+new data with ``sp-dynamics evaluate DIR/... --data file.npz``, or ``sp_dynamics.load`` it).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import dataclasses
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -81,8 +84,9 @@ def _bracket_kwargs(system, bracket: str) -> dict:
 
 
 def fit_one(system_name: str, bracket: str, cfg: FitBenchConfig, instance: int, seed: int, energy: str = "mlp",
-            threads: int = 0) -> dict:
-    """Fit one instance with one seed and evaluate it (a top-level function for worker processes)."""
+            save_dir: str | None = None, threads: int = 0) -> dict:
+    """Fit one instance with one seed and evaluate it (a top-level function for worker processes);
+    with ``save_dir``, the fitted model is saved in ``save_dir/<system>-instance<i>-seed<s>``."""
     set_threads(threads or 1)  # small problems: one thread per fit is fastest
     system = get_system(system_name)
     data = make_family_dataset(system_name, seed=0, **cfg.dataset)
@@ -96,7 +100,16 @@ def fit_one(system_name: str, bracket: str, cfg: FitBenchConfig, instance: int, 
            "restart_losses": result.restart_losses, "start_losses": result.start_losses,
            "chosen_start": result.chosen_start, "n_parameters": sum(p.numel() for p in model.parameters()),
            "fit_s": result.seconds}
-    return out | evaluate_fit(model, system, data, instance, label=f"instance {instance} seed {seed}")
+    out |= evaluate_fit(model, system, data, instance, label=f"instance {instance} seed {seed}")
+    if save_dir is not None:
+        from ..serialization import save
+
+        folder = save(model, Path(save_dir) / f"{system_name}-instance{instance}-seed{seed}",
+                      extra={"system": system_name, "instance": instance, "seed": seed, "bracket": bracket,
+                             "energy": energy, "fit": dataclasses.asdict(dataclasses.replace(cfg.fit, seed=seed)),
+                             "metrics": {k: out[k] for k in ("eps_traj", "eps_field_data", "data_loss") if k in out}})
+        out["saved"] = str(folder)
+    return out
 
 
 def evaluate_fit(model: torch.nn.Module, system, data, instance: int, label: str = "") -> dict:
@@ -203,6 +216,8 @@ def main(argv=None, *, default_results=None, prog: str = "sp-dynamics fit-instan
                              "K(p) + sum_k U_k(q, s_k) (split)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
     parser.add_argument("--instances", type=int, nargs="+", default=None)
+    parser.add_argument("--save", default=None, metavar="DIR",
+                        help="save every fitted model in DIR/<system>-instance<i>-seed<s> (score one with sp-dynamics evaluate)")
     parser.add_run_options(jobs=True)
     args = parser.parse_args(argv)
     system = get_system(args.system)
@@ -215,7 +230,9 @@ def main(argv=None, *, default_results=None, prog: str = "sp-dynamics fit-instan
     if bad:
         raise UsageError(f"instances {bad} are outside [0, {data.x.shape[0]})")
     start = time.time()
-    calls = {(i, s): (system.name, args.bracket, cfg, i, s, args.energy) for i in instances for s in cfg.seeds}
+    if args.save is not None and Path(args.save).exists() and not Path(args.save).is_dir():
+        raise UsageError(f"--save {args.save}: exists and is not a folder")
+    calls = {(i, s): (system.name, args.bracket, cfg, i, s, args.energy, args.save) for i in instances for s in cfg.seeds}
 
     def progress(key, row):
         print(f"instance {key[0]} seed {key[1]}: eps_traj {row['eps_traj']:.2e}, eps_field (data region) "
