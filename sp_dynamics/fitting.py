@@ -45,8 +45,8 @@ from .losses import (TRAJECTORY_METHODS, WEIGHTINGS, _generic_derivative_loss, _
 from .optim import lbfgs_closure, make_lbfgs
 from .nn import standardize_inputs
 
-__all__ = ["FitConfig", "FitResult", "fit", "trajectory_loss", "shooting_loss", "derivative_loss", "entropy_orientation",
-           "energy_consistency", "levenberg_marquardt", "reinitialize", "orient_entropy"]
+__all__ = ["FitConfig", "FitResult", "fit", "trajectory_loss", "shooting_loss", "derivative_loss",
+           "entropy_orientation", "energy_consistency", "levenberg_marquardt", "reinitialize", "orient_entropy"]
 
 
 

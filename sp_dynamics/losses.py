@@ -14,8 +14,8 @@ from torch import Tensor
 
 from .integrators import FIXED_STEP_METHODS, discrete_gradient, integrate
 
-__all__ = ["derivative_loss", "trajectory_loss", "shooting_loss", "shooting_starts", "entropy_orientation", "energy_consistency", "WEIGHTINGS", "RESIDUAL_METHODS",
-           "TRAJECTORY_METHODS"]
+__all__ = ["derivative_loss", "trajectory_loss", "shooting_loss", "shooting_starts", "entropy_orientation",
+           "energy_consistency", "WEIGHTINGS", "RESIDUAL_METHODS", "TRAJECTORY_METHODS"]
 
 WEIGHTINGS = ("global", "coordinate")
 RESIDUAL_METHODS = ("implicit_midpoint", "discrete_gradient")

@@ -1,4 +1,4 @@
-"""Latent modulation of MLPs: FW, Shift, RO / MR(r), SVD(r) and Head, driven by a hypernetwork.
+"""Latent modulation of MLPs: FW, Shift, RO / MR(r), SVD(r) and head, driven by a hypernetwork.
 
 Reference: Jing et al., "Meta-learning structure-preserving dynamics" (arXiv 2508.11205),
 summarised in ``experiments/PROTOCOL.md``. For hidden layer l with activation sigma:
@@ -19,9 +19,11 @@ scalar bias would not change grad H). ``head`` is not one of the paper's methods
 only the output layer, through a linear hypernetwork, so the network's output, and with it the
 field of a Hamiltonian model, is *linear* in z. Adapting such a latent is a linear
 least-squares problem with one solve (:func:`~sp_dynamics.meta.adaptation.adapt_latent_lstsq`);
-the price is that a family must be spanned by the learned features. Hypernetwork heads start at zero (as in peft), so at initialisation the
-modulated network equals the base network for every latent; :meth:`ModulatedMLP.merge` folds
-a latent's modulation into plain weights.
+the price is that a family must be spanned by the learned features.
+
+Hypernetwork heads start at zero (as in peft), so at initialisation the modulated network equals
+the base network for every latent; :meth:`ModulatedMLP.merge` folds a latent's modulation into
+plain weights.
 
 Dimension letters: ``K`` tasks, ``N`` points per task, ``k`` latent size, ``r`` rank.
 Inputs are (K, N, in) with latents (K, k), or (..., in) with a single latent (k,).

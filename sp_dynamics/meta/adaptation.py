@@ -8,7 +8,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-__all__ = ["support_loss", "adapt_latent", "adapt_latent_gauss_newton", "adapt_latent_lstsq", "field_is_linear_in_latent"]
+__all__ = ["support_loss", "adapt_latent", "adapt_latent_gauss_newton", "adapt_latent_lstsq",
+           "field_is_linear_in_latent"]
 
 
 def support_loss(model: nn.Module, x: Tensor, dx: Tensor, z: Tensor, entropy_penalty: float = 0.0) -> Tensor:
