@@ -185,3 +185,24 @@ def test_held_out_trajectories_are_new_true_motions_of_the_instance():
     assert residual.abs().max() < 1e-2                                        # they follow this instance's field
     scores = evaluate_fit(true, system, data, 4)
     assert scores["eps_field_held_out"] < 1e-12 and scores["eps_traj_held_out"] < 1e-6
+
+
+def test_results_headers_say_when_the_cores_were_shared(monkeypatch):
+    # Catches: wall times recorded without any sign that other work loaded the machine (timings
+    # on these shared machines vary 2-4x with it), and a crash where the OS has no load average.
+    import os
+
+    from sp_dynamics.runners import common
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 3.9))
+    assert "15-min load average 3.9 (above the CPU count: the cores were shared" in common.machine_line(10.0)
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 1.2))
+    line = common.machine_line(10.0)
+    assert line.endswith("15-min load average 1.2")
+
+    def unavailable():
+        raise OSError("no load average")
+
+    monkeypatch.setattr(os, "getloadavg", unavailable)
+    assert common.machine_line(10.0).endswith("total wall time 10 s")

@@ -122,11 +122,26 @@ def cell(values) -> str:
 
 
 def machine_line(wall: float, jobs: int = 1, extra: str = "") -> str:
-    """``- machine: ...; torch ...; date ...; wall time ...`` for a results header."""
+    """``- machine: ...; torch ...; date ...; wall time ...; load ...`` for a results header.
+
+    The load average of the last 15 minutes (where the OS reports one) says whether other work
+    shared the cores: above the CPU count, the wall times are upper bounds and compare only within
+    the run."""
     split = f" split over {jobs} worker processes" if jobs > 1 else ""
     return (f"- machine: {platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads{split}; "
             f"torch {torch.__version__}; date {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; "
-            f"total wall time {wall:.0f} s{extra}")
+            f"total wall time {wall:.0f} s{extra}{load_note()}")
+
+
+def load_note() -> str:
+    """``; 15-min load average L`` (with a warning when above the CPU count), or "" where unknown."""
+    try:
+        load = os.getloadavg()[2]
+    except (AttributeError, OSError):  # not on every platform
+        return ""
+    cpus = os.cpu_count() or 1
+    shared = " (above the CPU count: the cores were shared, wall times are upper bounds)" if load > cpus + 0.5 else ""
+    return f"; 15-min load average {load:.1f}{shared}"
 
 
 def command_line(prog: str, argv: list[str] | None) -> str:
