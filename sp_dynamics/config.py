@@ -17,7 +17,7 @@ import types
 import typing
 from typing import Any, Iterable
 
-__all__ = ["apply_overrides", "config_hash", "config_dict"]
+__all__ = ["apply_overrides", "config_hash", "config_dict", "with_defaults"]
 
 
 def config_dict(cfg: Any) -> Any:
@@ -29,6 +29,19 @@ def config_dict(cfg: Any) -> Any:
     if isinstance(cfg, dict):
         return {str(k): config_dict(v) for k, v in sorted(cfg.items(), key=lambda kv: str(kv[0]))}
     return cfg
+
+
+def with_defaults(stored: dict, defaults: dict) -> dict:
+    """A stored configuration (a :func:`config_dict`) with the settings it lacks, nested ones
+    included, taken from ``defaults``: a results file written before a setting existed ran with
+    that setting's default, the behaviour before it was added."""
+    out = dict(stored)
+    for k, d in defaults.items():
+        if k not in out:
+            out[k] = d
+        elif isinstance(d, dict) and isinstance(out[k], dict):
+            out[k] = with_defaults(out[k], d)
+    return out
 
 
 def config_hash(cfg: Any, length: int = 8) -> str:

@@ -255,6 +255,18 @@ def test_results_run_in_parts_combine_into_the_one_run_table(tmp_path):
     run("--seeds", "2", "--set", "adapt.lr=0.123", "--tag", "other")
     with pytest.raises(UsageError, match="other settings .*adapt"):
         meta_combine.main(["meta_pendulum_smoke_a", "meta_pendulum_smoke_other", "--stem", "e", "--results", str(tmp_path)])
+    # a part written before a setting existed lacks it (nested or not) and ran with its default:
+    # it combines; with another value it does not
+    path = tmp_path / "meta_pendulum_smoke_b.config.json"
+    stored = json.loads(path.read_text())
+    del stored["config"]["warm_start_fit"]["free_starts"], stored["config"]["entropy_gain"]
+    path.write_text(json.dumps(stored))
+    assert meta_combine.main(["meta_pendulum_smoke_a", "meta_pendulum_smoke_b", "--stem", "f",
+                              "--results", str(tmp_path)])["svd"]["eps_traj"] == merged["svd"]["eps_traj"]
+    stored["config"]["entropy_gain"] = True
+    path.write_text(json.dumps(stored))
+    with pytest.raises(UsageError, match="other settings .*entropy_gain"):
+        meta_combine.main(["meta_pendulum_smoke_a", "meta_pendulum_smoke_b", "--stem", "g", "--results", str(tmp_path)])
 
 
 def test_entropy_error_skips_only_the_trajectories_that_left_the_state_domain():

@@ -185,22 +185,11 @@ def write_sweep(out: Path, stem: str, results: dict, args: dict, cfg, seeds: lis
     return text
 
 
-def _with_defaults(stored: dict, defaults: dict) -> dict:
-    """``stored`` settings with the (nested) settings it lacks taken from ``defaults``."""
-    out = dict(stored)
-    for k, d in defaults.items():
-        if k not in out:
-            out[k] = d
-        elif isinstance(d, dict) and isinstance(out[k], dict):
-            out[k] = _with_defaults(out[k], d)
-    return out
-
-
 def combine(parts: list[tuple[str, dict, dict]]) -> tuple[dict, list[int]]:
     """Merge sweep parts ``(stem, results, config)`` run for different seeds with otherwise equal
     settings (refused otherwise, and where two parts hold the same method, cell and seed):
     every cell's per-seed lists, in seed order."""
-    from ..config import config_dict
+    from ..config import config_dict, with_defaults
     from .benchmark import BenchConfig
 
     # a setting added to BenchConfig (or a nested config) after a part was written is missing from
@@ -210,7 +199,7 @@ def combine(parts: list[tuple[str, dict, dict]]) -> tuple[dict, list[int]]:
 
     def settings(cfg):
         return ({k: v for k, v in cfg["args"].items() if k not in ("seeds", "tag", "jobs", "out")},
-                {k: v for k, v in _with_defaults(cfg["config"], defaults).items() if k != "seeds"})
+                {k: v for k, v in with_defaults(cfg["config"], defaults).items() if k != "seeds"})
 
     first_stem, _, first = parts[0]
     per_seed: dict = {}
