@@ -36,3 +36,22 @@ def system_states(system, mu, n, gen):
 
 def pytest_report_header(config):
     return f"torch {torch.__version__}, threads {torch.get_num_threads()}, OMP={os.environ.get('OMP_NUM_THREADS')}"
+
+
+def make_part_predate_settings(path) -> None:
+    """Rewrite a results part's ``.config.json`` as if it had been written before the settings
+    ``entropy_gain`` (top level) and ``warm_start_fit.free_starts`` (nested) existed."""
+    import json
+
+    stored = json.loads(path.read_text())
+    del stored["config"]["warm_start_fit"]["free_starts"], stored["config"]["entropy_gain"]
+    path.write_text(json.dumps(stored))
+
+
+def set_part_setting(path, key: str, value) -> None:
+    """Set a top-level setting in a results part's ``.config.json``."""
+    import json
+
+    stored = json.loads(path.read_text())
+    stored["config"][key] = value
+    path.write_text(json.dumps(stored))

@@ -4,6 +4,7 @@ import json
 
 from experiments import fit_generic, fit_trajectories, meta_sweep
 from sp_dynamics.runners.trajectories import METHODS
+from conftest import make_part_predate_settings, set_part_setting
 
 
 def test_fit_generic_smoke_writes_a_table(tmp_path):
@@ -103,13 +104,10 @@ def test_sweep_parts_run_for_different_seeds_combine_into_the_one_run_table(tmp_
     # a part written before a setting existed (here one nested and one top-level setting) lacks it in
     # its config; it ran with the default and combines, but a part with another value does not
     path = tmp_path / "meta_sweep_pendulum_smoke_s1.config.json"
-    stored = json.loads(path.read_text())
-    del stored["config"]["warm_start_fit"]["free_starts"], stored["config"]["entropy_gain"]
-    path.write_text(json.dumps(stored))
+    make_part_predate_settings(path)
     assert meta_combine.main(["meta_sweep_pendulum_smoke_s0", "meta_sweep_pendulum_smoke_s1", "--stem", "old",
                               "--results", str(tmp_path)]) == whole
-    stored["config"]["entropy_gain"] = True
-    path.write_text(json.dumps(stored))
+    set_part_setting(path, "entropy_gain", True)
     with pytest.raises(ValueError, match="differ: entropy_gain"):
         meta_combine.main(["meta_sweep_pendulum_smoke_s0", "meta_sweep_pendulum_smoke_s1", "--stem", "x",
                            "--results", str(tmp_path)])

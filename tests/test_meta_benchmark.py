@@ -8,6 +8,7 @@ import pytest
 from experiments import meta_benchmark
 from sp_dynamics.meta.evaluation import evaluate_fields, valid_prefix
 from sp_dynamics.runners import benchmark
+from conftest import make_part_predate_settings, set_part_setting
 
 
 def test_smoke_preset_writes_table_json_and_figure(tmp_path):
@@ -258,13 +259,10 @@ def test_results_run_in_parts_combine_into_the_one_run_table(tmp_path):
     # a part written before a setting existed lacks it (nested or not) and ran with its default:
     # it combines; with another value it does not
     path = tmp_path / "meta_pendulum_smoke_b.config.json"
-    stored = json.loads(path.read_text())
-    del stored["config"]["warm_start_fit"]["free_starts"], stored["config"]["entropy_gain"]
-    path.write_text(json.dumps(stored))
+    make_part_predate_settings(path)
     assert meta_combine.main(["meta_pendulum_smoke_a", "meta_pendulum_smoke_b", "--stem", "f",
                               "--results", str(tmp_path)])["svd"]["eps_traj"] == merged["svd"]["eps_traj"]
-    stored["config"]["entropy_gain"] = True
-    path.write_text(json.dumps(stored))
+    set_part_setting(path, "entropy_gain", True)
     with pytest.raises(UsageError, match="other settings .*entropy_gain"):
         meta_combine.main(["meta_pendulum_smoke_a", "meta_pendulum_smoke_b", "--stem", "g", "--results", str(tmp_path)])
 
