@@ -167,7 +167,8 @@ def adapt_main(argv: list[str] | None = None) -> None:
     p.add_argument("run", help="a run folder written by sp-dynamics meta-train (or the benchmark)")
     p.add_argument("--data", required=True, help=".npz or .csv trajectories of the new system(s)")
     p.add_argument("--shots", type=int, default=50, help="(x, dx) pairs per system used for adaptation")
-    p.add_argument("--solver", default="gauss_newton", choices=("adam", "gauss_newton"))
+    p.add_argument("--solver", default="gauss_newton", choices=("adam", "gauss_newton", "lstsq"),
+                   help="lstsq: one exact solve, for a model linear in the latent (the head modulation)")
     p.add_argument("--steps", type=int, default=500, help="Adam steps (--solver adam)")
     p.add_argument("--derivatives", default="smoothing_spline", choices=DERIVATIVE_METHODS)
     p.add_argument("--seed", type=int, default=0, help="seeds the choice of shots")
