@@ -94,8 +94,7 @@ def main(argv=None) -> dict:
         return _combine_sweeps(parts, results_dir, args.stem, argv)
     merged, first, seeds = combine(parts)
     settings = _stored_config({**first["config"], "seeds": sorted({s for v in seeds.values() for s in v})})
-    header = ("- combined from " + ", ".join(f"[`{s}.md`]({s}.md)" for s in args.parts)
-              + " (each part's file has its command, machine, date and wall time); seeds per method: "
+    header = (_combined_from(args.parts) + "; seeds per method: "
               + "; ".join(f"{m} {v}" for m, v in seeds.items()) + " (the wall time column sums a method's runs over seeds)")
     table = _table(SimpleNamespace(system=first["system"], preset=first["preset"], jobs=1),
                    settings, merged, 0.0,
@@ -112,12 +111,17 @@ def _combine_sweeps(parts, results_dir: Path, stem: str, argv) -> dict:
 
     merged, seeds = sweep.combine(parts)
     _, _, first = parts[0]
-    header = ("- combined from " + ", ".join(f"[`{s}.md`]({s}.md)" for s, _, _ in parts)
-              + " (each part's file has its command, machine, date and wall time)")
+    header = _combined_from([s for s, _, _ in parts])
     sweep.write_sweep(results_dir, stem, merged, {**first["args"], "seeds": seeds, "tag": None},
                       {**first["config"], "seeds": seeds}, seeds, command_line("python -m experiments.meta_combine", argv),
                       header, config_extra={"parts": [s for s, _, _ in parts]})
     return merged
+
+
+def _combined_from(stems: list[str]) -> str:
+    """The header line naming the parts (linked) that a combined table was merged from."""
+    return ("- combined from " + ", ".join(f"[`{s}.md`]({s}.md)" for s in stems)
+            + " (each part's file has its command, machine, date and wall time)")
 
 
 def _stored_config(stored: dict) -> SimpleNamespace:

@@ -42,6 +42,7 @@ from .serialization import serializable
 __all__ = ["MODULATIONS", "ModulatedMLP", "orthogonality_penalty", "model_orthogonality"]
 
 MODULATIONS = ("none", "fw", "shift", "ro", "mr", "svd", "head")
+LINEAR_IN_LATENT = ("none", "head")  # kinds whose output is affine in z (see ModulatedMLP.linear_in_latent)
 SVD_D_INIT = 1e-3  # initial singular values of the SVD modulation (see ModulatedMLP.__init__)
 
 
@@ -134,7 +135,7 @@ class ModulatedMLP(nn.Module):
     def linear_in_latent(self) -> bool:
         """Whether the output is an affine function of z (``head``, or ``none``): then a field
         built from it by linear maps is adapted exactly by one least-squares solve."""
-        return self.kind in ("none", "head")
+        return self.kind in LINEAR_IN_LATENT
 
     # -- parameter bookkeeping ---------------------------------------------------------------
     def parameter_counts(self) -> dict[str, int]:

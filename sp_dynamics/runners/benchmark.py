@@ -38,6 +38,7 @@ from ..meta.maml import generic_field, hnn_field
 from ..meta.methods import (GRADIENT_METHODS, LATENT_METHODS, AdaptConfig, train_gradient, train_latent,
                             train_scratch_adapter)
 from ..models import GENERICNet, LatentGENERICNet, LatentHamiltonianNN
+from ..modulation import LINEAR_IN_LATENT
 from ..nn import MLP
 from ..registry import get_system
 from .common import (Parser, UsageError, cell, command_line, default_out, generic_model_kwargs, machine_line,
@@ -340,7 +341,8 @@ def main(argv: list[str] | None = None, *, default_results: str | Path | None = 
     cfg = apply_overrides(config_for(args.system, args.preset, args.seeds), args.overrides)
     if (cfg.entropy_gain or cfg.warm_start) and not system.is_generic:
         raise UsageError(f"entropy_gain and warm_start apply to GENERIC systems; {args.system} is not one")
-    if cfg.adapt.solver == "lstsq" and (system.is_generic or set(args.methods) & set(MODULATION) - {"head"}):
+    nonlinear = set(args.methods) & set(MODULATION) - set(LINEAR_IN_LATENT)
+    if cfg.adapt.solver == "lstsq" and (system.is_generic or nonlinear):
         raise UsageError("adapt.solver=lstsq is exact only for a field linear in the latent: the head modulation of a "
                          f"Hamiltonian system; run the other methods without it (got {args.system}, {' '.join(args.methods)})")
     out = default_out(args.out, default_results)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import apply_overrides
+from ..config import apply_overrides, config_dict
 from ..data import make_family_dataset
 from ..registry import get_system
 from .benchmark import MODULATION, PRESETS, config_for, run_one, training_hash
@@ -154,24 +154,23 @@ def main(argv=None, *, default_results=None, prog: str = "sp-dynamics sweep") ->
                    for lz in args.lam_z for lp in args.lam_phi} for m in args.methods}
     wall = time.time() - start
     stem = result_stem(f"meta_sweep_{args.system}_{args.preset}", args)
-    write_sweep(out, stem, results, vars(args), cfg, list(cfg.seeds), command_line(prog, argv),
+    write_sweep(out, stem, results, vars(args), config_dict(cfg), list(cfg.seeds), command_line(prog, argv),
                 machine_line(wall, args.jobs), {"wall_time_s": wall})
     return results
 
 
-def write_sweep(out: Path, stem: str, results: dict, args: dict, cfg, seeds: list[int], command: str, machine: str,
-                extra: dict | None = None, config_extra: dict | None = None) -> str:
-    """The sweep's table, JSON, config and heat map (``cfg`` a BenchConfig or its stored dict)."""
-    get = (lambda k: cfg[k]) if isinstance(cfg, dict) else (lambda k: getattr(cfg, k))
-    meta = get("meta")
-    meta_get = (lambda k: meta[k]) if isinstance(meta, dict) else (lambda k: getattr(meta, k))
+def write_sweep(out: Path, stem: str, results: dict, args: dict, cfg: dict, seeds: list[int], command: str,
+                machine: str, extra: dict | None = None, config_extra: dict | None = None) -> str:
+    """The sweep's table, JSON, config and heat map (``cfg``: the BenchConfig as a ``config_dict``,
+    as stored in a results part)."""
+    meta = cfg["meta"]
     lines = [
         f"# Locality sweep: {args['system']}, preset `{args['preset']}`",
         "",
         command,
         machine,
-        f"- seeds {seeds}; meta iterations {meta_get('iterations')} ({meta_get('lr_schedule')} lr, {get('dtype')}); "
-        f"{get('shots')} shots; everything else as `sp-dynamics benchmark --preset {args['preset']}`",
+        f"- seeds {seeds}; meta iterations {meta['iterations']} ({meta['lr_schedule']} lr, {cfg['dtype']}); "
+        f"{cfg['shots']} shots; everything else as `sp-dynamics benchmark --preset {args['preset']}`",
         "",
         *summarise(results, args["methods"], args["lam_z"], args["lam_phi"]),
         "",
@@ -189,7 +188,7 @@ def combine(parts: list[tuple[str, dict, dict]]) -> tuple[dict, list[int]]:
     """Merge sweep parts ``(stem, results, config)`` run for different seeds with otherwise equal
     settings (refused otherwise, and where two parts hold the same method, cell and seed):
     every cell's per-seed lists, in seed order."""
-    from ..config import config_dict, with_defaults
+    from ..config import with_defaults
     from .benchmark import BenchConfig
 
     # a setting added to BenchConfig (or a nested config) after a part was written is missing from
