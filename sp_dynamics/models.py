@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from ._checks import check_shape
 from .brackets import CanonicalJ, GenericBracket, LearnedSPD, make_bracket
 from .modulation import ModulatedMLP
-from .nn import MLP, ScalarFunction, Scaled, Standardize, gradient
+from .nn import MLP, ScalarFunction, Scaled, Standardize, WallFeatures, gradient, parse_walls
 from .serialization import serializable
 
 __all__ = ["HamiltonianNN", "PortHamiltonianNN", "GENERICNet", "KineticPotential", "LatentHamiltonianNN",
@@ -34,9 +34,12 @@ __all__ = ["HamiltonianNN", "PortHamiltonianNN", "GENERICNet", "KineticPotential
 ScalarFn = Callable[[Tensor], Tensor]
 
 
-def _scalar(fn: ScalarFn | nn.Module | None, in_dim: int, hidden: int, depth: int, act: str) -> ScalarFunction:
+def _scalar(fn: ScalarFn | nn.Module | None, in_dim: int, hidden: int, depth: int, act: str,
+            walls=()) -> ScalarFunction:
     if fn is None:  # a learned MLP sees standardised inputs (identity until standardize_inputs)
-        return ScalarFunction(MLP(in_dim, 1, hidden, depth, act), standardize=in_dim)
+        features = WallFeatures(in_dim, walls) if walls else None
+        standardize = Standardize(in_dim, features)
+        return ScalarFunction(MLP(len(standardize.shift), 1, hidden, depth, act), standardize=standardize)
     return ScalarFunction(fn)
 
 
@@ -60,31 +63,37 @@ class KineticPotential(nn.Module):
     """
 
     def __init__(self, dim: int, d: int, hidden: int = 64, depth: int = 3, act: str = "tanh",
-                 split: bool = False):
+                 split: bool = False, walls=()):
         super().__init__()
         if not 1 <= d <= dim // 2:
             raise ValueError(f"a separable energy needs 1 <= d <= {dim // 2} (q, p) pairs in a state of dimension {dim}, got {d}")
         if split and dim == 2 * d:
             raise ValueError(f"split=True splits the potential over the coordinates after (q, p); a state of "
                              f"dimension {dim} with d = {d} has none")
-        self.d = d
+        walls = parse_walls(walls, dim)
+        if any(d <= c < 2 * d for c, _, _ in walls):
+            raise ValueError(f"walls: a separable energy takes log-distance inputs in the potential only, so the "
+                             f"walled coordinates must be positions or further coordinates, not momenta "
+                             f"(indices {d}..{2 * d - 1}); got {[c for c, _, _ in walls]}")
+        self.d, self.dim = d, dim
         self.split = bool(split)
-        self.standardize = Standardize(dim)
+        self.standardize = Standardize(dim, WallFeatures(dim, walls) if walls else None)
+        extra = 2 * len(walls)  # the log-distances, after the state in the standardised input
         self.kinetic = MLP(d, 1, hidden, depth, act)
         if self.split:
-            self.potentials = nn.ModuleList(MLP(d + 1, 1, hidden, depth, act) for _ in range(dim - 2 * d))
+            self.potentials = nn.ModuleList(MLP(d + 1 + extra, 1, hidden, depth, act) for _ in range(dim - 2 * d))
         else:
-            self.potential = MLP(dim - d, 1, hidden, depth, act)
+            self.potential = MLP(dim - d + extra, 1, hidden, depth, act)
 
     def forward(self, x: Tensor) -> Tensor:
-        d = self.d
+        d, n = self.d, self.dim
         y = self.standardize(x)
-        q = y[..., :d]
+        q, walls = y[..., :d], y[..., n:]
         if self.split:
-            potential = sum(u(torch.cat([q, y[..., 2 * d + k:2 * d + k + 1]], -1))
+            potential = sum(u(torch.cat([q, y[..., 2 * d + k:2 * d + k + 1], walls], -1))
                             for k, u in enumerate(self.potentials))
         else:
-            potential = self.potential(torch.cat([q, y[..., 2 * d:]], -1))
+            potential = self.potential(torch.cat([q, y[..., 2 * d:n], walls], -1))
         return (self.kinetic(y[..., d:2 * d]) + potential).squeeze(-1)
 
 
@@ -206,6 +215,11 @@ class GENERICNet(nn.Module):
             for states ``(q, p, s)`` with d positions and d momenta first (0: one MLP).
         split_potential: with ``separable``, ``U(q, s) = sum_k U_k(q, s_k)`` (one network per
             further coordinate; see :class:`KineticPotential`).
+        walls: ``((coordinate, lo, hi), ...)`` for coordinates confined to an open interval (e.g. a
+            piston between two walls, ``System.walls``): the learned energy also sees the
+            log-distances to the walls (:class:`~sp_dynamics.nn.WallFeatures`), so forces that
+            blow up at a wall are smooth in its inputs. The entropy network and the bracket are
+            unchanged. Default ``()``: none.
         **bracket_kwargs: passed to the bracket when built by name (e.g. ``rank=2``).
 
     Example::
@@ -226,6 +240,7 @@ class GENERICNet(nn.Module):
         act: str = "tanh",
         separable: int = 0,
         split_potential: bool = False,
+        walls=(),
         **bracket_kwargs,
     ):
         super().__init__()
@@ -237,11 +252,14 @@ class GENERICNet(nn.Module):
             raise ValueError("pass either energy=... or separable=d, not both")
         if split_potential and not separable:
             raise ValueError("split_potential=True needs separable=d (the number of (q, p) pairs)")
+        walls = parse_walls(walls, dim)
+        if walls and energy is not None:
+            raise ValueError("walls=... gives the learned energy network log-distance inputs; a given energy=... has none")
         if separable:
             self.energy_net = ScalarFunction(KineticPotential(dim, int(separable), hidden, depth, act,
-                                                              split=split_potential))
+                                                              split=split_potential, walls=walls))
         else:
-            self.energy_net = _scalar(energy, dim, hidden, depth, act)
+            self.energy_net = _scalar(energy, dim, hidden, depth, act, walls=walls)
         self.entropy_net = _scalar(entropy, dim, hidden, depth, act)
 
     def energy(self, x: Tensor) -> Tensor:

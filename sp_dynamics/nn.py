@@ -8,8 +8,8 @@ import torch
 from torch import Tensor, nn
 from .serialization import serializable
 
-__all__ = ["MLP", "Scaled", "ScalarFunction", "Standardize", "standardize_inputs", "gradient", "activation",
-           "count_parameters", "matched_width"]
+__all__ = ["MLP", "Scaled", "ScalarFunction", "Standardize", "WallFeatures", "standardize_inputs", "gradient",
+           "activation", "count_parameters", "matched_width"]
 
 _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "tanh": nn.Tanh,
@@ -53,6 +53,53 @@ class MLP(nn.Sequential):
         self.in_dim, self.out_dim = in_dim, out_dim
 
 
+def parse_walls(walls, dim: int, who: str = "walls") -> tuple[tuple[int, float, float], ...]:
+    """Check and normalise ``walls``: a sequence of ``(coordinate, lo, hi)`` (finite, lo < hi,
+    coordinate in ``[0, dim)``, each coordinate once). Lists (as read back from JSON) are accepted."""
+    out: list[tuple[int, float, float]] = []
+    for entry in walls or ():
+        try:
+            c, lo, hi = entry
+            c_int, lo, hi = int(c), float(lo), float(hi)
+        except (TypeError, ValueError):
+            raise ValueError(f"{who}: each entry must be (coordinate, lo, hi), got {entry!r}") from None
+        if c_int != c or not 0 <= c_int < dim:
+            raise ValueError(f"{who}: coordinate {c!r} is not an index of a state of dimension {dim}")
+        if not (torch.isfinite(torch.tensor([lo, hi])).all() and lo < hi):
+            raise ValueError(f"{who}: coordinate {c_int} needs finite walls lo < hi, got ({lo}, {hi})")
+        if any(c_int == o[0] for o in out):
+            raise ValueError(f"{who}: coordinate {c_int} is listed twice")
+        out.append((c_int, lo, hi))
+    return tuple(out)
+
+
+class WallFeatures(nn.Module):
+    """``x -> (x, log(x_c - lo_c), log(hi_c - x_c), ...)`` for coordinates confined to an open
+    interval ``(lo_c, hi_c)``: (..., n) -> (..., n + 2 k) for k walled coordinates.
+
+    Why: a potential that blows up like a power of the distance to a wall (a gas whose volume goes
+    to zero: E = (e^S / V)^(2/3)) is steep in x_c but smooth, often linear, in log(x_c - lo).
+    A network that sees the log-distances extrapolates the steep force past the data instead of
+    flattening it (``experiments/PROTOCOL.md``, "Gas containers: log-distance inputs"). The map
+    is fixed and differentiable, so the gradient of ``E(x) = MLP(features(x))`` is exact and the
+    model's structure is unchanged. States on or outside a wall give non-finite features.
+    """
+
+    def __init__(self, dim: int, walls):
+        super().__init__()
+        self.walls = parse_walls(walls, dim)
+        if not self.walls:
+            raise ValueError("WallFeatures needs at least one (coordinate, lo, hi) entry")
+        self.in_dim, self.out_dim = dim, dim + 2 * len(self.walls)
+
+    def forward(self, x: Tensor) -> Tensor:
+        parts = [x]
+        for c, lo, hi in self.walls:
+            xc = x[..., c:c + 1]
+            parts += [torch.log(xc - lo), torch.log(hi - xc)]
+        return torch.cat(parts, -1)
+
+
 class Standardize(nn.Module):
     """Fixed affine input map ``(x - shift) / scale`` (buffers, saved with the model).
 
@@ -60,15 +107,22 @@ class Standardize(nn.Module):
     network sees O(1) inputs whatever the units of the state (the gas containers' entropies
     sit in [1, 3], their piston in (0, 2)). It is part of the function, not of the training:
     the model's energy is ``E(x) = MLP((x - shift) / scale)`` and its gradient follows.
+    With ``features`` (e.g. :class:`WallFeatures`) the map is ``(features(x) - shift) / scale``,
+    standardised over the features: (..., dim) -> (..., features.out_dim).
     """
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, features: nn.Module | None = None):
         super().__init__()
-        self.register_buffer("shift", torch.zeros(dim))
-        self.register_buffer("scale", torch.ones(dim))
+        self.in_dim = dim
+        self.features = features
+        width = features.out_dim if features is not None else dim
+        self.register_buffer("shift", torch.zeros(width))
+        self.register_buffer("scale", torch.ones(width))
         self.register_buffer("is_set", torch.zeros((), dtype=torch.bool))
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.features is not None:
+            x = self.features(x)
         if not bool(self.is_set):
             return x
         return (x - self.shift.to(x.dtype)) / self.scale.to(x.dtype)
@@ -77,6 +131,11 @@ class Standardize(nn.Module):
     def set_from(self, x: Tensor) -> None:
         """Shift and scale from data states (..., dim): per-coordinate mean and standard
         deviation (a coordinate that never varies keeps scale 1)."""
+        if self.features is not None:
+            x = self.features(x)
+            if not bool(torch.isfinite(x).all()):
+                raise ValueError(f"standardize_inputs: some data states lie on or outside the walls "
+                                 f"{self.features.walls} (coordinate, lo, hi) of the network's log-distance inputs")
         flat = x.reshape(-1, x.shape[-1]).to(self.shift.dtype)
         std = flat.std(0) if len(flat) > 1 else torch.ones_like(self.scale)
         self.shift.copy_(flat.mean(0))
@@ -92,9 +151,9 @@ def standardize_inputs(model: nn.Module, x: Tensor, overwrite: bool = False) -> 
     count = 0
     for module in model.modules():
         if isinstance(module, Standardize) and (overwrite or not bool(module.is_set)):
-            if module.shift.shape[-1] != x.shape[-1]:
+            if module.in_dim != x.shape[-1]:
                 raise ValueError(f"standardize_inputs: data have {x.shape[-1]} coordinates, the network input "
-                                 f"has {module.shift.shape[-1]}")
+                                 f"has {module.in_dim}")
             module.set_from(x)
             count += 1
     return count
@@ -104,13 +163,14 @@ class ScalarFunction(nn.Module):
     """A scalar function of the state, known (a callable) or learned (a module).
 
     ``(..., n) -> (...)``: a trailing output dimension of size 1 is dropped. ``standardize``
-    (input dimension n): pass inputs through a :class:`Standardize` first (learned networks).
+    (input dimension n, or a :class:`Standardize`): pass inputs through it first (learned networks).
     """
 
-    def __init__(self, fn: Callable[[Tensor], Tensor], standardize: int | None = None):
+    def __init__(self, fn: Callable[[Tensor], Tensor], standardize: int | Standardize | None = None):
         super().__init__()
         self.fn = fn  # registered as a submodule when it is one
-        self.standardize = Standardize(standardize) if standardize else None
+        self.standardize = Standardize(standardize) if isinstance(standardize, int) and standardize else (
+            standardize or None)
 
     def forward(self, x: Tensor) -> Tensor:
         y = self.fn(x if self.standardize is None else self.standardize(x))

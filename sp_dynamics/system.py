@@ -55,6 +55,9 @@ class System(abc.ABC):
         kind: ``"hamiltonian"`` or ``"generic"``.
         t_end: default trajectory horizon. field_radius: R of the (q, p) grid [-R, R]^2 for
             the field error metric (protocol: 1.2 x the largest initial radius).
+        walls: ``((coordinate, lo, hi), ...)`` for coordinates the physics confines to an open
+            interval (default none); models can take log-distances to them as inputs
+            (``GENERICNet(walls=system.walls)``).
     """
 
     name: str
@@ -66,6 +69,7 @@ class System(abc.ABC):
     kind: str = "hamiltonian"
     t_end: float = 10.0
     field_radius: float
+    walls: tuple[tuple[int, float, float], ...] = ()
 
     def definition(self) -> dict:
         """What defines this system's data, for cache keys: its class attributes (parameter box,

@@ -24,6 +24,7 @@ class GasContainers(System):
     state_low = (0.2, -1.0, 1.0, 1.0)
     state_high = (1.8, 1.0, 3.0, 3.0)
     field_radius = 1.0  # unused: the grid is the (q, p) initial-state box, see field_grid
+    walls = ((0, 0.0, 2.0),)  # the volumes q and 2 - q stay positive
 
     @staticmethod
     def _internal(x: Tensor) -> tuple[Tensor, Tensor]:

@@ -43,15 +43,20 @@ def test_fit_generic_saves_every_fit_and_evaluate_scores_one_on_a_file(tmp_path,
 
 def test_fit_generic_smoke_with_the_gas_settings(tmp_path):
     # Catches: the gas settings of the fit-instances runner (power-law friction, separable
-    # energy, energy-consistency term, Levenberg-Marquardt phase) not reaching the model, the
-    # trainer or the results file.
+    # energy, wall inputs, energy-consistency term, Levenberg-Marquardt phase) not reaching the
+    # model, the trainer or the results file; --walls on a system without walls not refused.
+    import pytest
+
     out = fit_generic.main(["--preset", "smoke", "--system", "gas_containers", "--bracket", "mixed_power",
-                            "--energy", "separable", "--set", "fit.lm_iter=2", "--set", "fit.energy_penalty=10",
+                            "--energy", "separable", "--walls", "--set", "fit.lm_iter=2", "--set", "fit.energy_penalty=10",
                             "--tag", "t", "--instances", "4", "--out", str(tmp_path)])
     (row,) = out["rows"]
     assert row["lm_iterations"] >= 1 and row["max_abs_dEdt"] < 1e-10
-    text = (tmp_path / "fit_gas_containers_mixed_power_separable_t_smoke.md").read_text()
-    assert "friction_law='power', separable=1" in text and "lm_iter=2" in text and "energy_penalty=10" in text
+    text = (tmp_path / "fit_gas_containers_mixed_power_separable_walls_t_smoke.md").read_text()
+    assert "friction_law='power', separable=1, walls=((0, 0.0, 2.0),)" in text
+    assert "lm_iter=2" in text and "energy_penalty=10" in text
+    with pytest.raises(ValueError, match="declares no walls"):
+        fit_generic.main(["--preset", "smoke", "--system", "dno", "--walls", "--out", str(tmp_path)])
 
 
 def test_gas_decomposition_writes_its_table(tmp_path):

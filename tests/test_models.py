@@ -159,3 +159,60 @@ def test_separable_generic_energy_has_no_position_momentum_coupling(tmp_path):
         GENERICNet(3, separable=2)
     sp.save(model, tmp_path / "m.pt")
     assert torch.equal(sp.load(tmp_path / "m.pt")(0.0, x), model(0.0, x))
+
+
+def _gas_like_states(n: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(1)
+    lo, hi = torch.tensor([0.2, -1.0, 1.0, 1.0]), torch.tensor([1.8, 1.0, 3.0, 3.0])
+    return (lo + (hi - lo) * torch.rand(n, 4, generator=g)).double()
+
+
+@pytest.mark.parametrize("separable", [0, 1])
+def test_wall_inputs_keep_structure_and_exact_gradients(tmp_path, separable):
+    # Catches: log-distance wall inputs (GENERICNet(walls=...)) that break the exact structure
+    # (degeneracy residuals must stay at round-off), an energy gradient that misses the chain
+    # rule through log(q - lo) and log(hi - q) (gradcheck in float64 against finite differences),
+    # a separable energy whose wall inputs leak the momentum into the potential (d2E/dq dp = 0),
+    # and a model that does not save and load with its walls.
+    import sp_dynamics as sp
+    from sp_dynamics.nn import standardize_inputs
+
+    torch.manual_seed(0)
+    model = GENERICNet(4, separable=separable, walls=((0, 0.0, 2.0),)).double()
+    x = _gas_like_states(64)
+    assert standardize_inputs(model, x) >= 1
+    widths = {m.in_features for m in model.energy_net.modules() if isinstance(m, torch.nn.Linear)}
+    assert (5 if separable else 6) in widths  # the two log-distances are network inputs
+    r_l, r_m = model.residuals(x)
+    assert r_l.abs().max() < 1e-10 and r_m.abs().max() < 1e-10
+    xs = x[:4].clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda y: model.energy(y), (xs,))
+    if separable:
+        H = torch.func.vmap(torch.func.hessian(lambda y: model.energy(y)))(x[:6])
+        assert H[:, 0, 1].abs().max() < 1e-14 and H[:, 1, 2:].abs().max() < 1e-14
+    sp.save(model, tmp_path / "m.pt")
+    assert torch.equal(sp.load(tmp_path / "m.pt")(0.0, x), model(0.0, x))
+
+
+def test_wall_inputs_reject_bad_walls_and_states_outside_them():
+    # Catches: wall specifications that would build a network with NaN inputs or silently ignore
+    # a coordinate, and data states beyond a wall reaching the standardisation as NaN statistics.
+    from sp_dynamics.nn import standardize_inputs
+
+    with pytest.raises(ValueError, match="lo < hi"):
+        GENERICNet(4, walls=((0, 2.0, 0.0),))
+    with pytest.raises(ValueError, match="not an index"):
+        GENERICNet(4, walls=((4, 0.0, 2.0),))
+    with pytest.raises(ValueError, match=r"\(coordinate, lo, hi\)"):
+        GENERICNet(4, walls=((0, 2.0),))
+    with pytest.raises(ValueError, match="twice"):
+        GENERICNet(4, walls=((0, 0.0, 2.0), (0, 0.0, 1.0)))
+    with pytest.raises(ValueError, match="momenta"):
+        GENERICNet(4, separable=1, walls=((1, -1.0, 1.0),))
+    with pytest.raises(ValueError, match="given energy"):
+        GENERICNet(4, walls=((0, 0.0, 2.0),), energy=lambda y: y.sum(-1))
+    model = GENERICNet(4, walls=((0, 0.0, 2.0),)).double()
+    x = _gas_like_states(8)
+    x[0, 0] = 2.5
+    with pytest.raises(ValueError, match="outside the walls"):
+        standardize_inputs(model, x)

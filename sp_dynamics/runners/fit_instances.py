@@ -58,21 +58,26 @@ PRESETS = {
 ENERGIES = ("mlp", "separable", "split")
 
 
-def build_model(system, bracket: str, energy: str = "mlp") -> torch.nn.Module:
+def build_model(system, bracket: str, energy: str = "mlp", walls: bool = False) -> torch.nn.Module:
     """The runner's model: ``energy="separable"`` splits the learned energy as K(p) + U(q, s),
-    ``"split"`` further as K(p) + sum_k U_k(q, s_k) (GENERIC systems with further coordinates)."""
+    ``"split"`` further as K(p) + sum_k U_k(q, s_k) (GENERIC systems with further coordinates);
+    ``walls`` gives the energy network the log-distances to the system's walls (``system.walls``)."""
     separable = system.n_dof if energy != "mlp" else 0
+    if walls and not system.walls:
+        raise UsageError(f"--walls: system {system.name!r} declares no walls (System.walls)")
     if not system.is_generic:
         if energy == "split":
             raise UsageError("--energy split needs a GENERIC system (coordinates after (q, p) to split over)")
+        if walls:
+            raise UsageError("--walls needs a GENERIC system (HamiltonianNN takes no wall inputs)")
         return HamiltonianNN(system.dim, separable=bool(separable)).double()
+    kwargs = dict(separable=separable, split_potential=energy == "split", walls=system.walls if walls else ())
     if bracket == "projection_sd":
         from sp_dynamics.brackets import ProjectionBracket
 
-        return GENERICNet(system.dim, bracket=ProjectionBracket(system.dim, state_dependent=True),
-                          separable=separable, split_potential=energy == "split").double()
-    return GENERICNet(system.dim, bracket=bracket.removesuffix("_power"), separable=separable,
-                      split_potential=energy == "split", **_bracket_kwargs(system, bracket)).double()
+        return GENERICNet(system.dim, bracket=ProjectionBracket(system.dim, state_dependent=True), **kwargs).double()
+    return GENERICNet(system.dim, bracket=bracket.removesuffix("_power"), **kwargs,
+                      **_bracket_kwargs(system, bracket)).double()
 
 
 def _bracket_kwargs(system, bracket: str) -> dict:
@@ -84,7 +89,7 @@ def _bracket_kwargs(system, bracket: str) -> dict:
 
 
 def fit_one(system_name: str, bracket: str, cfg: FitBenchConfig, instance: int, seed: int, energy: str = "mlp",
-            save_dir: str | None = None, threads: int = 0) -> dict:
+            save_dir: str | None = None, walls: bool = False, threads: int = 0) -> dict:
     """Fit one instance with one seed and evaluate it (a top-level function for worker processes);
     with ``save_dir``, the fitted model is saved in ``save_dir/<system>-instance<i>-seed<s>``."""
     set_threads(threads or 1)  # small problems: one thread per fit is fastest
@@ -92,7 +97,7 @@ def fit_one(system_name: str, bracket: str, cfg: FitBenchConfig, instance: int, 
     data = make_family_dataset(system_name, seed=0, **cfg.dataset)
     x, dx = data.pairs(instance)
     torch.manual_seed(seed)
-    model = build_model(system, bracket, energy)
+    model = build_model(system, bracket, energy, walls)
     result = fit(model, x, dx, config=dataclasses.replace(cfg.fit, seed=seed), progress=False)
     out = {"instance": instance, "seed": seed, "loss": result.final_loss, "evaluations": result.evaluations,
            "lm_iterations": result.lm_iterations,
@@ -106,7 +111,7 @@ def fit_one(system_name: str, bracket: str, cfg: FitBenchConfig, instance: int, 
 
         folder = save(model, Path(save_dir) / f"{system_name}-instance{instance}-seed{seed}",
                       extra={"system": system_name, "instance": instance, "seed": seed, "bracket": bracket,
-                             "energy": energy, "fit": dataclasses.asdict(dataclasses.replace(cfg.fit, seed=seed)),
+                             "energy": energy, "walls": walls, "fit": dataclasses.asdict(dataclasses.replace(cfg.fit, seed=seed)),
                              "metrics": {k: out[k] for k in ("eps_traj", "eps_field_data", "data_loss") if k in out}})
         out["saved"] = str(folder)
     return out
@@ -148,10 +153,10 @@ def evaluate_fit(model: torch.nn.Module, system, data, instance: int, label: str
 
 
 def report(system, bracket: str, cfg: FitBenchConfig, preset: str, rows: list[dict], wall: float, command: str,
-           energy: str = "mlp") -> str:
+           energy: str = "mlp", walls: bool = False) -> str:
     generic = system.is_generic
     separable = (f", separable={system.n_dof}" if energy != "mlp" else "") \
-        + (", split_potential=True" if energy == "split" else "")
+        + (", split_potential=True" if energy == "split" else "") + (f", walls={system.walls}" if walls else "")
     lines = [
         f"# Single-instance fits with `sp_dynamics.fit`: {system.name}" + (f" ({bracket} bracket)" if generic else ""),
         "",
@@ -214,6 +219,9 @@ def main(argv=None, *, default_results=None, prog: str = "sp-dynamics fit-instan
     parser.add_argument("--energy", default="mlp", choices=ENERGIES,
                         help="the learned energy: one MLP, K(p) + U(q, s) (KineticPotential), or "
                              "K(p) + sum_k U_k(q, s_k) (split)")
+    parser.add_argument("--walls", action="store_true",
+                        help="give the learned energy the log-distances to the system's walls as inputs "
+                             "(GENERICNet(walls=system.walls); gas_containers: the piston's two walls)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
     parser.add_argument("--instances", type=int, nargs="+", default=None)
     parser.add_argument("--save", default=None, metavar="DIR",
@@ -232,7 +240,9 @@ def main(argv=None, *, default_results=None, prog: str = "sp-dynamics fit-instan
     start = time.time()
     if args.save is not None and Path(args.save).exists() and not Path(args.save).is_dir():
         raise UsageError(f"--save {args.save}: exists and is not a folder")
-    calls = {(i, s): (system.name, args.bracket, cfg, i, s, args.energy, args.save) for i in instances for s in cfg.seeds}
+    build_model(system, args.bracket, args.energy, args.walls)  # a usage error here, before any worker starts
+    calls = {(i, s): (system.name, args.bracket, cfg, i, s, args.energy, args.save, args.walls)
+             for i in instances for s in cfg.seeds}
 
     def progress(key, row):
         print(f"instance {key[0]} seed {key[1]}: eps_traj {row['eps_traj']:.2e}, eps_field (data region) "
@@ -240,10 +250,10 @@ def main(argv=None, *, default_results=None, prog: str = "sp-dynamics fit-instan
 
     rows = list(run_jobs(fit_one, calls, jobs=args.jobs, report=progress).values())
     wall = time.time() - start
-    text = report(system, args.bracket, cfg, args.preset, rows, wall, command_line(prog, argv), args.energy)
+    text = report(system, args.bracket, cfg, args.preset, rows, wall, command_line(prog, argv), args.energy, args.walls)
     out = default_out(args.out, default_results)
     stem = result_stem(f"fit_{system.name}" + (f"_{args.bracket}" if system.is_generic and args.bracket != "mixed" else "")
-                       + (f"_{args.energy}" if args.energy != "mlp" else ""), args,
+                       + (f"_{args.energy}" if args.energy != "mlp" else "") + ("_walls" if args.walls else ""), args,
                        "" if args.preset == "full" else f"_{args.preset}")
     write_results(out, stem, text, {"rows": rows, "wall_time_s": wall}, {"args": vars(args), "config": cfg})
     print(text)
