@@ -323,10 +323,29 @@ def test_whole_fit_starts_keep_the_lowest_final_loss_and_extend_the_single_fit()
     assert math.isclose(float(derivative_loss(model, x, dx).detach()), result.data_loss, rel_tol=1e-12)
 
 
-@pytest.mark.parametrize("bad", [dict(lm_iter=-1), dict(lm_points=-1), dict(energy_penalty=-1.0), dict(starts=0)])
+@pytest.mark.parametrize("bad", [dict(lm_iter=-1), dict(lm_points=-1), dict(energy_penalty=-1.0), dict(starts=0),
+                                 dict(polish_iter=-1)])
 def test_new_fit_settings_are_checked(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         FitConfig(**bad).validate()
+
+
+def test_polish_phase_minimises_the_data_term_alone_after_a_penalised_run():
+    # Catches: FitConfig(polish_iter=k) that keeps the penalties in the polishing phase (then the
+    # last recorded loss would exceed the data term by the penalty), that skips the phase, or that
+    # ends with a data fit worse than the penalised run it started from.
+    data = make_family_dataset("dno", seed=0, **TINY)
+    x, dx = data.pairs(0)
+    config = FitConfig(max_iter=30, restarts=1, chunk=5, energy_penalty=10.0)
+    torch.manual_seed(3)
+    model = GENERICNet(3, hidden=16, depth=2).double()
+    plain_model = copy.deepcopy(model)
+    plain = fit(plain_model, x, dx, config=config, progress=False)
+    assert plain.losses[-1] > plain.data_loss * (1 + 1e-6)  # the penalised loss carries the penalty
+    result = fit(model, x, dx, config=replace(config, polish_iter=20), progress=False)
+    assert plain.evaluations == 30 and 30 < result.evaluations <= 50 and result.losses[:30] == plain.losses
+    assert math.isclose(min(result.losses[30:]), result.data_loss, rel_tol=1e-10)
+    assert result.data_loss <= plain.data_loss
 
 
 def test_lm_and_energy_penalty_need_derivatives():
