@@ -116,8 +116,16 @@ def test_fit_command_builds_the_gas_model_options(tmp_path, capsys):
     fitted = sp_dynamics.load(out)
     assert fitted.bracket.friction_law == "power" and fitted.bracket.friction_input == "gradient"
     assert isinstance(fitted.energy_net.fn, sp_dynamics.KineticPotential)
+    assert main(["fit", "--data", str(data), "--separable", "1", "--wall", "0:0:2", "--set", "max_iter=5",
+                 "--set", "restarts=1", "--out", str(tmp_path / "walled")]) == 0
+    assert sp_dynamics.load(tmp_path / "walled").energy_net.fn.standardize.features.walls == ((0, 0.0, 2.0),)
     for argv, message in [(["--friction", "power", "--bracket", "basis"], "needs --bracket mixed"),
-                          (["--separable", "3"], "--separable must be in [0, 2]")]:
+                          (["--separable", "3"], "--separable must be in [0, 2]"),
+                          (["--wall", "0:2"], "expected C:LO:HI"),
+                          (["--wall", "7:0:2"], "not an index"),
+                          (["--wall", "0:0:2", "--wall", "0:0:1"], "listed twice"),
+                          (["--separable", "1", "--wall", "1:-1:1"], "momenta"),
+                          (["--model", "hnn", "--wall", "0:0:2"], "needs --model generic")]:
         assert main(["fit", "--data", str(data), *argv, "--out", str(out)]) == 2
         assert message in capsys.readouterr().err
 

@@ -245,6 +245,9 @@ def fit_main(argv: list[str] | None = None) -> None:
     p.add_argument("--separable", type=int, default=0, metavar="D",
                    help="energy K(p) + U(q, s) with D (q, p) pairs first in the state (0: one MLP; "
                         "--model hnn: any D > 0 means H = T(p) + V(q))")
+    p.add_argument("--wall", dest="walls", action="append", default=[], metavar="C:LO:HI",
+                   help="coordinate C stays in the open interval (LO, HI): the learned energy also sees the "
+                        "log-distances to both walls (GENERICNet walls=; e.g. --wall 0:0:2 for the gas piston); repeatable")
     p.add_argument("--loss", default="derivatives", choices=("derivatives", "implicit_midpoint", "discrete_gradient"),
                    help="derivative matching (given or estimated dx) or a trajectory loss on the states alone")
     p.add_argument("--derivatives", default="smoothing_spline", choices=DERIVATIVE_METHODS)
@@ -260,6 +263,8 @@ def fit_main(argv: list[str] | None = None) -> None:
     if not 0 <= args.separable <= data.dim // 2:
         raise UsageError(f"--separable must be in [0, {data.dim // 2}] for states of dimension {data.dim}")
     if args.model == "hnn":
+        if args.walls:
+            raise UsageError("--wall needs --model generic (HamiltonianNN takes no wall inputs)")
         if data.dim % 2:
             raise UsageError(f"--model hnn needs an even state dimension (q, p), the file has {data.dim}")
         model = HamiltonianNN(data.dim, separable=bool(args.separable)).double()
@@ -269,7 +274,11 @@ def fit_main(argv: list[str] | None = None) -> None:
             if args.bracket != "mixed":
                 raise UsageError(f"--friction {args.friction} needs --bracket mixed")
             kwargs = dict(friction_law="power", friction_input="gradient" if args.friction == "power_gradient" else "state")
-        model = GENERICNet(data.dim, bracket=args.bracket, separable=args.separable, **kwargs).double()
+        try:
+            model = GENERICNet(data.dim, bracket=args.bracket, separable=args.separable,
+                               walls=_parse_walls(args.walls, data.dim), **kwargs).double()
+        except ValueError as exc:  # a wall on a momentum of a separable energy, ...
+            raise UsageError(str(exc)) from None
     if args.loss == "derivatives":
         result = fit(model, *data.pairs(args.instance), config=cfg)
     else:
@@ -278,6 +287,25 @@ def fit_main(argv: list[str] | None = None) -> None:
     save(model, args.out, extra={"data": args.data, "instance": args.instance, "loss": args.loss})
     _print_json({"model": args.out, "final_loss": result.final_loss, "evaluations": result.evaluations,
                  "stopped": result.stopped, "seconds": round(result.seconds, 1), **_scores([model], _one(data, args.instance))})
+
+
+def _parse_walls(specs: list[str], dim: int) -> tuple:
+    """``["0:0:2", ...]`` -> ``((0, 0.0, 2.0), ...)``, checked (:func:`sp_dynamics.nn.parse_walls`)."""
+    from ..nn import parse_walls
+
+    walls = []
+    for spec in specs:
+        parts = spec.split(":")
+        try:
+            if len(parts) != 3:
+                raise ValueError
+            walls.append((int(parts[0]), float(parts[1]), float(parts[2])))
+        except ValueError:
+            raise UsageError(f"--wall {spec!r}: expected C:LO:HI (coordinate index, lower and upper wall), e.g. 0:0:2") from None
+    try:
+        return parse_walls(walls, dim, "--wall")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _one(data, i: int):
