@@ -80,7 +80,8 @@ class WallFeatures(nn.Module):
     Why: a potential that blows up like a power of the distance to a wall (a gas whose volume goes
     to zero: E = (e^S / V)^(2/3)) is steep in x_c but smooth, often linear, in log(x_c - lo).
     A network that sees the log-distances extrapolates the steep force past the data instead of
-    flattening it (``experiments/PROTOCOL.md``, "Gas containers: log-distance inputs"). The map
+    flattening it (``experiments/PROTOCOL.md``, "Gas containers: wall inputs, the energy term
+    and a polishing phase": 2.5-2.9x lower data-region field error in good basins). The map
     is fixed and differentiable, so the gradient of ``E(x) = MLP(features(x))`` is exact and the
     model's structure is unchanged. States on or outside a wall give non-finite features.
     """

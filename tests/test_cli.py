@@ -116,9 +116,11 @@ def test_fit_command_builds_the_gas_model_options(tmp_path, capsys):
     fitted = sp_dynamics.load(out)
     assert fitted.bracket.friction_law == "power" and fitted.bracket.friction_input == "gradient"
     assert isinstance(fitted.energy_net.fn, sp_dynamics.KineticPotential)
-    assert main(["fit", "--data", str(data), "--separable", "1", "--wall", "0:0:2", "--set", "max_iter=5",
-                 "--set", "restarts=1", "--out", str(tmp_path / "walled")]) == 0
-    assert sp_dynamics.load(tmp_path / "walled").energy_net.fn.standardize.features.walls == ((0, 0.0, 2.0),)
+    assert main(["fit", "--data", str(data), "--separable", "1", "--wall", "0:0:2", "--friction", "mlp_gradient",
+                 "--set", "max_iter=5", "--set", "restarts=1", "--out", str(tmp_path / "walled")]) == 0
+    walled = sp_dynamics.load(tmp_path / "walled")
+    assert walled.energy_net.fn.standardize.features.walls == ((0, 0.0, 2.0),)
+    assert walled.bracket.friction_law == "mlp" and walled.bracket.friction_input == "gradient"
     for argv, message in [(["--friction", "power", "--bracket", "basis"], "needs --bracket mixed"),
                           (["--separable", "3"], "--separable must be in [0, 2]"),
                           (["--wall", "0:2"], "expected C:LO:HI"),
@@ -144,6 +146,21 @@ def test_evaluate_scores_the_shipped_gas_fit_on_a_file(tmp_path, capsys):
     assert abs(scores["eps_traj"] - 7.173e-3) < 1e-5 and scores["max_abs_dEdt"] < 1e-12 and scores["min_dSdt"] >= 0
     assert main(["evaluate", str(ckpt), "--data", str(data), "--instance", "1"]) == 2
     assert "--instance must be in [0, 1)" in capsys.readouterr().err
+
+
+def test_evaluate_scores_the_shipped_walled_gas_fit_on_a_file(tmp_path, capsys):
+    # Catches: the shipped wall-input gas fit (instance 76, seed 0 of
+    # fit_gas_containers_separable_walls_epen_polish.md: eps_traj 3.28e-3) no longer loading with its
+    # walls, scoring differently on the instance saved to a file, or losing the exact structure.
+    from pathlib import Path
+
+    d = sp_dynamics.make_family_dataset("gas_containers", seed=0)
+    data = sp_dynamics.save_trajectories(tmp_path / "gas76.npz", d.t, d.x[[76]], d.dx[[76]], d.params[[76]])
+    ckpt = Path(__file__).resolve().parents[1] / "experiments" / "checkpoints" / "fit_gas_containers_76_walls"
+    assert sp_dynamics.load(ckpt).energy_net.fn.standardize.features.walls == ((0, 0.0, 2.0),)
+    assert main(["evaluate", str(ckpt), "--data", str(data)]) == 0
+    scores = _json_line(capsys)
+    assert abs(scores["eps_traj"] - 3.275e-3) < 1e-5 and scores["max_abs_dEdt"] < 1e-12 and scores["min_dSdt"] >= 0
 
 
 def test_adapt_the_shipped_gas_meta_model_to_a_file(tmp_path, capsys):

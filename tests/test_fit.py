@@ -302,15 +302,19 @@ def test_energy_consistency_is_zero_for_a_conserved_energy_and_scale_free():
     assert math.isclose(float(energy_consistency(-3.0 * wrong, dx)), float(energy_consistency(wrong, dx)), rel_tol=1e-12)
 
 
+def _tiny_dno_and_small_model(seed: int):
+    """One tiny DNO instance's (x, dx) and a small float64 GENERICNet initialised from ``seed``."""
+    x, dx = make_family_dataset("dno", seed=0, **TINY).pairs(0)
+    torch.manual_seed(seed)
+    return x, dx, GENERICNet(3, hidden=16, depth=2).double()
+
+
 def test_whole_fit_starts_keep_the_lowest_final_loss_and_extend_the_single_fit():
     # Catches: FitConfig(starts=k) returning a start other than the one with the lowest final
     # training loss, loading another start's parameters into the model, changing what start 0
     # is (the plain fit), or leaking into the user's random stream.
-    data = make_family_dataset("dno", seed=0, **TINY)
-    x, dx = data.pairs(0)
+    x, dx, model = _tiny_dno_and_small_model(seed=2)
     config = FitConfig(max_iter=20, restarts=2, restart_iter=5, chunk=5)
-    torch.manual_seed(2)
-    model = GENERICNet(3, hidden=16, depth=2).double()
     single = copy.deepcopy(model)
     plain = fit(single, x, dx, config=config, progress=False)
     state = torch.get_rng_state()
@@ -334,11 +338,8 @@ def test_polish_phase_minimises_the_data_term_alone_after_a_penalised_run():
     # Catches: FitConfig(polish_iter=k) that keeps the penalties in the polishing phase (then the
     # last recorded loss would exceed the data term by the penalty), that skips the phase, or that
     # ends with a data fit worse than the penalised run it started from.
-    data = make_family_dataset("dno", seed=0, **TINY)
-    x, dx = data.pairs(0)
+    x, dx, model = _tiny_dno_and_small_model(seed=3)
     config = FitConfig(max_iter=30, restarts=1, chunk=5, energy_penalty=10.0)
-    torch.manual_seed(3)
-    model = GENERICNet(3, hidden=16, depth=2).double()
     plain_model = copy.deepcopy(model)
     plain = fit(plain_model, x, dx, config=config, progress=False)
     assert plain.losses[-1] > plain.data_loss * (1 + 1e-6)  # the penalised loss carries the penalty

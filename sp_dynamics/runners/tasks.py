@@ -239,9 +239,9 @@ def fit_main(argv: list[str] | None = None) -> None:
     p.add_argument("--instance", type=int, default=0, help="which instance of the file to fit")
     p.add_argument("--model", default="generic", choices=("hnn", "generic"))
     p.add_argument("--bracket", default="mixed", choices=("mixed", "projection", "basis", "soft"))
-    p.add_argument("--friction", default="mlp", choices=("mlp", "power", "power_gradient"),
-                   help="mixed bracket's friction: an MLP of x, a power law of x, or a power law of grad E "
-                        "(MixedBracket friction_law / friction_input)")
+    p.add_argument("--friction", default="mlp", choices=("mlp", "mlp_gradient", "power", "power_gradient"),
+                   help="mixed bracket's friction: an MLP of x, an MLP of grad E (the runners' gas model), a power "
+                        "law of x, or a power law of grad E (MixedBracket friction_law / friction_input)")
     p.add_argument("--separable", type=int, default=0, metavar="D",
                    help="energy K(p) + U(q, s) with D (q, p) pairs first in the state (0: one MLP; "
                         "--model hnn: any D > 0 means H = T(p) + V(q))")
@@ -273,7 +273,8 @@ def fit_main(argv: list[str] | None = None) -> None:
         if args.friction != "mlp":
             if args.bracket != "mixed":
                 raise UsageError(f"--friction {args.friction} needs --bracket mixed")
-            kwargs = dict(friction_law="power", friction_input="gradient" if args.friction == "power_gradient" else "state")
+            kwargs = dict(friction_law=args.friction.removesuffix("_gradient"),
+                          friction_input="gradient" if args.friction.endswith("_gradient") else "state")
         try:
             model = GENERICNet(data.dim, bracket=args.bracket, separable=args.separable,
                                walls=_parse_walls(args.walls, data.dim), **kwargs).double()
