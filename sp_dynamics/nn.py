@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -65,7 +66,7 @@ def parse_walls(walls, dim: int, who: str = "walls") -> tuple[tuple[int, float, 
             raise ValueError(f"{who}: each entry must be (coordinate, lo, hi), got {entry!r}") from None
         if c_int != c or not 0 <= c_int < dim:
             raise ValueError(f"{who}: coordinate {c!r} is not an index of a state of dimension {dim}")
-        if not (torch.isfinite(torch.tensor([lo, hi])).all() and lo < hi):
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
             raise ValueError(f"{who}: coordinate {c_int} needs finite walls lo < hi, got ({lo}, {hi})")
         if any(c_int == o[0] for o in out):
             raise ValueError(f"{who}: coordinate {c_int} is listed twice")
@@ -170,8 +171,9 @@ class ScalarFunction(nn.Module):
     def __init__(self, fn: Callable[[Tensor], Tensor], standardize: int | Standardize | None = None):
         super().__init__()
         self.fn = fn  # registered as a submodule when it is one
-        self.standardize = Standardize(standardize) if isinstance(standardize, int) and standardize else (
-            standardize or None)
+        if isinstance(standardize, int):
+            standardize = Standardize(standardize) if standardize > 0 else None
+        self.standardize = standardize
 
     def forward(self, x: Tensor) -> Tensor:
         y = self.fn(x if self.standardize is None else self.standardize(x))
