@@ -22,8 +22,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from experiments._shim import RESULTS, run
-from sp_dynamics.config import config_dict, with_defaults
-from sp_dynamics.runners.benchmark import BenchConfig, _table
+from sp_dynamics.runners.benchmark import _table, stored_config_with_defaults
 from sp_dynamics.runners.common import UsageError, command_line, write_results
 
 
@@ -37,17 +36,16 @@ def load(results: Path, stem: str) -> tuple[dict, dict]:
 
 def combine(parts: list[tuple[str, dict, dict]]) -> tuple[dict, dict, dict[str, list[int]]]:
     """Merge ``(stem, results, config)`` parts: per method, every per-seed list concatenated in seed order."""
-    # a setting added to BenchConfig after a part was written is missing from its config; that part
-    # ran with the setting's default, so fill it in before comparing
-    defaults = config_dict(BenchConfig())
+    def settings(cfg: dict) -> dict:  # what must agree between parts (seeds and methods may differ)
+        return {k: v for k, v in cfg.items() if k != "methods"} | {
+            "config": {**stored_config_with_defaults(cfg["config"]), "seeds": None}}
+
     first_stem, _, first = parts[0]
-    same = {k: v for k, v in first.items() if k != "methods"} | {
-        "config": {**with_defaults(first["config"], defaults), "seeds": None}}
+    same = settings(first)
     per_seed: dict[str, dict[int, dict]] = {}
     walls: dict[str, float] = {}
     for stem, results, cfg in parts:
-        mine = {k: v for k, v in cfg.items() if k != "methods"} | {
-            "config": {**with_defaults(cfg["config"], defaults), "seeds": None}}
+        mine = settings(cfg)
         if mine != same:
             diff = sorted(k for k in set(mine["config"]) | set(same["config"]) if mine["config"].get(k) != same["config"].get(k))
             diff += sorted(k for k in mine if k != "config" and mine[k] != same.get(k))

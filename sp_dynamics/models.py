@@ -34,11 +34,15 @@ __all__ = ["HamiltonianNN", "PortHamiltonianNN", "GENERICNet", "KineticPotential
 ScalarFn = Callable[[Tensor], Tensor]
 
 
+def _input_map(dim: int, walls) -> Standardize:
+    """A learned network's input map: the state, with the log-distances to ``walls`` if any, standardised."""
+    return Standardize(dim, WallFeatures(dim, walls) if walls else None)
+
+
 def _scalar(fn: ScalarFn | nn.Module | None, in_dim: int, hidden: int, depth: int, act: str,
             walls=()) -> ScalarFunction:
     if fn is None:  # a learned MLP sees standardised inputs (identity until standardize_inputs)
-        features = WallFeatures(in_dim, walls) if walls else None
-        standardize = Standardize(in_dim, features)
+        standardize = _input_map(in_dim, walls)
         return ScalarFunction(MLP(len(standardize.shift), 1, hidden, depth, act), standardize=standardize)
     return ScalarFunction(fn)
 
@@ -77,7 +81,7 @@ class KineticPotential(nn.Module):
                              f"(indices {d}..{2 * d - 1}); got {[c for c, _, _ in walls]}")
         self.d, self.dim = d, dim
         self.split = bool(split)
-        self.standardize = Standardize(dim, WallFeatures(dim, walls) if walls else None)
+        self.standardize = _input_map(dim, walls)
         extra = 2 * len(walls)  # the log-distances, after the state in the standardised input
         self.kinetic = MLP(d, 1, hidden, depth, act)
         if self.split:

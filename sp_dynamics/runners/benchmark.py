@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..config import apply_overrides, config_dict, config_hash
+from ..config import apply_overrides, config_dict, config_hash, with_defaults
 from ..data import make_family_dataset
 from ..fitting import FitConfig
 from ..meta import GradientMetaConfig, MetaConfig
@@ -300,6 +300,14 @@ def run_one(system_name: str, method: str, seed: int, cfg: BenchConfig, run_dir:
                       f"{title}: true energy{' and entropy' if system.is_generic else ''} along its rollouts "
                       f"({cfg.shots} shots)")
     return metrics, time.time() - t0
+
+
+def stored_config_with_defaults(stored: dict) -> dict:
+    """A results part's stored settings (``config_dict`` of a :class:`BenchConfig`) with every
+    setting added to the code after the part was written, nested ones included, at its default:
+    the part ran with that default, the behaviour before the setting existed. Used by the combine
+    commands before they compare parts."""
+    return with_defaults(stored, config_dict(BenchConfig()))
 
 
 def training_hash(cfg: BenchConfig, system: str | None = None) -> str:

@@ -26,7 +26,7 @@ import numpy as np
 from ..config import apply_overrides, config_dict
 from ..data import make_family_dataset
 from ..registry import get_system
-from .benchmark import MODULATION, PRESETS, config_for, run_one, training_hash
+from .benchmark import MODULATION, PRESETS, config_for, run_one, stored_config_with_defaults, training_hash
 from .common import (Parser, UsageError, cell, command_line, default_out, machine_line, pyplot, result_stem, run_jobs,
                      write_results)
 
@@ -188,17 +188,9 @@ def combine(parts: list[tuple[str, dict, dict]]) -> tuple[dict, list[int]]:
     """Merge sweep parts ``(stem, results, config)`` run for different seeds with otherwise equal
     settings (refused otherwise, and where two parts hold the same method, cell and seed):
     every cell's per-seed lists, in seed order."""
-    from ..config import with_defaults
-    from .benchmark import BenchConfig
-
-    # a setting added to BenchConfig (or a nested config) after a part was written is missing from
-    # its config; that part ran with the setting's default (the behaviour before it existed), so
-    # fill it in before comparing
-    defaults = config_dict(BenchConfig())
-
     def settings(cfg):
         return ({k: v for k, v in cfg["args"].items() if k not in ("seeds", "tag", "jobs", "out")},
-                {k: v for k, v in with_defaults(cfg["config"], defaults).items() if k != "seeds"})
+                {k: v for k, v in stored_config_with_defaults(cfg["config"]).items() if k != "seeds"})
 
     first_stem, _, first = parts[0]
     per_seed: dict = {}
