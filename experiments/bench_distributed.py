@@ -40,7 +40,7 @@ def worker(out: str, iterations: int, warmup: int, tasks: int) -> None:
     """One process (or one rank of a torchrun job): time meta-training iterations."""
     from sp_dynamics import LatentHamiltonianNN
     from sp_dynamics.meta import MetaConfig
-    from sp_dynamics.meta.distributed import from_environment
+    from sp_dynamics.meta.distributed import end_job, from_environment
     from sp_dynamics.meta.training import _AdamRun
 
     shard = from_environment()
@@ -64,8 +64,7 @@ def worker(out: str, iterations: int, warmup: int, tasks: int) -> None:
         Path(out).write_text(json.dumps({"seconds": elapsed, "iterations": iterations, "params": n,
                                          "bytes": n * run.base_params[0].element_size(), "world": shard.world,
                                          "threads": torch.get_num_threads()}))
-    if shard.enabled:
-        torch.distributed.destroy_process_group()
+    end_job(shard)
 
 
 def _launch(procs: int, threads: int, args, tasks: int) -> dict:

@@ -18,6 +18,7 @@ import torch
 
 from sp_dynamics import LatentHamiltonianNN
 from sp_dynamics.meta import MetaConfig, meta_train
+from sp_dynamics.meta.distributed import end_job, from_environment
 
 
 def data():
@@ -57,11 +58,8 @@ def main(argv):
         torch.save({"model": model.state_dict(), "latents": latents,
                     "loss": [r["loss"] for r in log], "latent_norm": [r["latent_norm"] for r in log]},
                    os.path.join(args.out, "result.pt"))
-    if torch.distributed.is_initialized():
-        # every rank waits for rank 0's save before tearing gloo down: a rank that exited first
-        # once aborted its peer ("terminate called without an active exception") under CPU load
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
+    # every rank waits for rank 0's save, then leaves without tearing gloo down (see end_job)
+    end_job(from_environment())
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from datetime import timedelta
 import torch
 from torch import Tensor
 
-__all__ = ["Shard", "from_environment", "DEFAULT_TIMEOUT_S"]
+__all__ = ["Shard", "from_environment", "end_job", "DEFAULT_TIMEOUT_S"]
 
 DEFAULT_TIMEOUT_S = 300
 
@@ -115,3 +115,23 @@ def from_environment(device: torch.device | str = "cpu", timeout_s: float | None
     backend = "nccl" if torch.device(device).type == "cuda" else "gloo"
     dist.init_process_group(backend, timeout=timedelta(seconds=timeout))
     return Shard(dist.get_rank(), dist.get_world_size())
+
+
+def end_job(shard: Shard) -> None:
+    """End this process of a distributed job (nothing happens on a single process).
+
+    Every rank waits at a barrier (so rank 0's files are written before any rank leaves), the
+    output streams are flushed and the process exits with status 0 at once, without Python's
+    teardown. Tearing gloo down at exit -- with or without ``destroy_process_group`` -- aborted a
+    rank now and then ("terminate called without an active exception", about one full test run
+    in six on 2 loaded cores); an exit that runs no destructors cannot. Call it last: nothing
+    after it runs.
+    """
+    if not shard.enabled:
+        return
+    import sys
+
+    torch.distributed.barrier()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

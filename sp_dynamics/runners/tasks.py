@@ -86,7 +86,7 @@ def meta_train_main(argv: list[str] | None = None) -> None:
     torch.manual_seed(args.seed)
     model = latent_model(args.method, system, cfg, x, dx).to(x.dtype)
     out = Path(args.out)
-    from ..meta.distributed import from_environment
+    from ..meta.distributed import end_job, from_environment
     from ..meta.training import meta_train
 
     start = time.time()
@@ -101,8 +101,7 @@ def meta_train_main(argv: list[str] | None = None) -> None:
                           out / "run.json")
         _print_json({"run": str(out), "systems": int(x.shape[0]), "final_loss": log[-1]["loss"] if log else None,
                      "processes": world, "seconds": round(time.time() - start, 1)})
-    if shard.enabled:
-        torch.distributed.destroy_process_group()
+    end_job(shard)  # under torchrun: wait for rank 0's files, then exit without gloo's teardown
 
 
 def _support(data, shots: int | None, seed: int):
