@@ -67,6 +67,10 @@ class FitConfig:
             On the gas containers the final training loss largely separates good from bad
             basins where short restarts do not; 3 starts fixed 2 of the 4 worst default fits
             (``experiments/PROTOCOL.md``, "Gas containers: whole-fit starts").
+        start_good_loss: with ``starts`` > 1, no further start is tried once a start ends at a
+            data loss at or below this value (0, the default: every start runs). Saves the
+            extra starts on fits that landed in a good basin at once; the choice stays by
+            training loss alone.
         history: L-BFGS memory.
         chunk: evaluations per L-BFGS call; progress, plateau test and callback run between calls.
         plateau_window, plateau_rtol: stop when the loss fell by less than the fraction
@@ -118,6 +122,7 @@ class FitConfig:
     restarts: int = 4
     restart_iter: int = 100
     starts: int = 1
+    start_good_loss: float = 0.0
     history: int = 50
     chunk: int = 50
     plateau_window: int = 500
@@ -152,6 +157,8 @@ class FitConfig:
             raise ValueError(f"FitConfig.energy_penalty must be >= 0, got {self.energy_penalty}")
         if self.lm_iter < 0:
             raise ValueError(f"FitConfig.lm_iter must be >= 0, got {self.lm_iter}")
+        if not self.start_good_loss >= 0:  # also refuses NaN
+            raise ValueError(f"FitConfig.start_good_loss must be >= 0, got {self.start_good_loss}")
         if self.polish_iter < 0:
             raise ValueError(f"FitConfig.polish_iter must be >= 0, got {self.polish_iter}")
         if self.lm_points < 0:
@@ -342,6 +349,8 @@ def fit(model: nn.Module, x: Tensor, dx: Tensor | None = None, *, t: Tensor | No
         if kept is None or final < min(finals[:-1]):
             kept, kept_state = result, candidate.state_dict()
             kept.chosen_start = s
+        if final <= config.start_good_loss:
+            break
     model.load_state_dict(kept_state)
     kept.start_losses, kept.seconds, kept.config = finals, time.time() - start, config
     return kept

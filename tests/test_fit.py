@@ -327,8 +327,27 @@ def test_whole_fit_starts_keep_the_lowest_final_loss_and_extend_the_single_fit()
     assert math.isclose(float(derivative_loss(model, x, dx).detach()), result.data_loss, rel_tol=1e-12)
 
 
+def test_starts_stop_at_the_first_start_with_a_good_loss():
+    # Catches: FitConfig(start_good_loss=g) that runs further starts after one reached g (the
+    # compute it exists to save), that stops before any start reached it, or that keeps a
+    # start other than the best of those run.
+    x, dx, model = _tiny_dno_and_small_model(seed=2)
+    config = FitConfig(max_iter=20, restarts=2, restart_iter=5, chunk=5, starts=3)
+    every = fit(copy.deepcopy(model), x, dx, config=config, progress=False).start_losses
+    assert len(every) == 3
+    first_good = 1  # a threshold that start 1 meets; start 0 meets it only if its loss is as low
+    good = every[first_good] if every[0] > every[first_good] else every[0]
+    result = fit(copy.deepcopy(model), x, dx, config=replace(config, start_good_loss=good), progress=False)
+    ran = 1 if every[0] <= good else 2
+    assert result.start_losses == every[:ran]
+    assert result.data_loss == min(every[:ran]) and result.chosen_start == ran - 1
+    # a threshold no start meets runs them all
+    assert fit(copy.deepcopy(model), x, dx, config=replace(config, start_good_loss=min(every) / 2),
+               progress=False).start_losses == every
+
+
 @pytest.mark.parametrize("bad", [dict(lm_iter=-1), dict(lm_points=-1), dict(energy_penalty=-1.0), dict(starts=0),
-                                 dict(polish_iter=-1)])
+                                 dict(polish_iter=-1), dict(start_good_loss=-1.0), dict(start_good_loss=float("nan"))])
 def test_new_fit_settings_are_checked(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         FitConfig(**bad).validate()
