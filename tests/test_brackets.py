@@ -4,6 +4,8 @@ Bar (specs/brackets_and_systems.md): ||L + L^T||_inf <= 1e-12, lambda_min(M) >= 
 ||L dS||, ||M dE|| <= 1e-10 relative for exact constructions, gradcheck through each.
 """
 
+import tempfile
+
 import pytest
 import torch
 
@@ -43,6 +45,11 @@ def _bracket(kind: str, n: int, state_dependent: bool = False):
             b.g[-1].weight.normal_(0.0, 0.3)
             b.power.weight.normal_(0.0, 0.5)
         return b
+    if kind == "mixed_coords":  # friction fed a subset of grad E (the gas containers' temperatures)
+        b = MixedBracket(n, friction_input="gradient", friction_coords=tuple(range(n // 2, n))).double()
+        with torch.no_grad():
+            b.g[-1].weight.normal_(0.0, 0.3)
+        return b
     if kind == "soft":
         return SoftBracket(n, state_dependent=state_dependent).double()
     if kind == "known":
@@ -59,6 +66,7 @@ CONSTRUCTIONS = [
     ("mixed", False),
     ("mixed", True),
     ("mixed_power", True),
+    ("mixed_coords", True),
     ("soft", False),
     ("soft", True),
     ("known", False),
@@ -242,6 +250,28 @@ def test_power_law_friction_starts_constant_and_checks_its_arguments():
         MixedBracket(4, friction_law="exp")
     with pytest.raises(ValueError, match="friction_floor"):
         MixedBracket(4, friction_law="power", friction_floor=0.0)
+
+
+def test_friction_coords_feed_only_those_components_and_are_checked():
+    # Catches: MixedBracket(friction_coords=...) whose friction still reacts to the components
+    # left out (for the gas containers, the piston force dE/dq that is steep at the walls), a
+    # saved bracket that forgets the selection, and bad indices accepted silently.
+    from sp_dynamics.serialization import load, save
+
+    b = _bracket("mixed_coords", 4)  # g sees dE_2 and dE_3
+    x, dE, dS = _inputs(4)
+    moved = dE.clone()
+    moved[:, :2] += torch.randn(moved.shape[0], 2, dtype=torch.float64)
+    assert torch.equal(b._log_d(x, dE), b._log_d(x, moved))
+    moved[:, 3] += 0.1
+    assert not torch.allclose(b._log_d(x, dE), b._log_d(x, moved))
+    assert b.g[0].in_features == 2
+    with tempfile.TemporaryDirectory() as tmp:
+        again = load(save(b, tmp + "/b"))
+    assert again.friction_coords == (2, 3) and torch.equal(again.field(x, dE, dS), b.field(x, dE, dS))
+    for bad in [(), (0, 0), (4,), (-1,), (1.5,)]:
+        with pytest.raises(ValueError, match="friction_coords"):
+            MixedBracket(4, friction_input="gradient", friction_coords=bad)
 
 
 def test_make_bracket_unknown_name():

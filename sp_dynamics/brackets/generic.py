@@ -184,6 +184,11 @@ class MixedBracket(GenericBracket):
             spans a factor of about e^9, which a tanh MLP of raw forces learns poorly
             (``experiments/PROTOCOL.md``, "Gas containers: which part does not learn").
         friction_floor: the ``floor`` of ``"power"`` (keeps ``phi`` finite where a force is 0).
+        friction_coords: the components of the friction input that ``g`` sees (default: all).
+            With ``friction_input="gradient"`` and the gas containers' entropy coordinates
+            ``(2, 3)``, ``g`` sees the temperatures alone, which is all their friction depends on,
+            and not the piston force dE/dq, which is steep at the walls. Either way
+            ``M grad E = 0`` holds exactly.
         eps: guard of the projection (default :func:`guard_eps` of the dtype).
     """
 
@@ -191,7 +196,8 @@ class MixedBracket(GenericBracket):
 
     def __init__(self, dim: int, n_basis: int | None = None, state_dependent: bool = True,
                  state_dependent_L: bool = False, hidden: int = 32, friction=None, eps: float | None = None,
-                 friction_input: str = "state", friction_law: str = "mlp", friction_floor: float = 1e-3):
+                 friction_input: str = "state", friction_law: str = "mlp", friction_floor: float = 1e-3,
+                 friction_coords=None):
         super().__init__()
         self.dim = dim
         k = n_basis or dim
@@ -205,14 +211,20 @@ class MixedBracket(GenericBracket):
             raise ValueError(f"friction_law must be 'mlp' or 'power', got {friction_law!r}")
         if not friction_floor > 0:
             raise ValueError(f"friction_floor must be positive, got {friction_floor}")
+        coords = tuple(range(dim)) if friction_coords is None else tuple(friction_coords)
+        if not coords or len(set(coords)) != len(coords) or not all(
+                isinstance(c, int) and 0 <= c < dim for c in coords):
+            raise ValueError(f"friction_coords must be distinct coordinate indices in [0, {dim}), got {friction_coords!r}")
         self.friction, self.friction_input = friction, friction_input
         self.friction_law, self.friction_floor = friction_law, friction_floor
+        self.friction_coords = None if friction_coords is None else coords
         self.g = self.power = None
         if state_dependent and friction is None:
-            self.g = nn.Sequential(nn.Linear(dim, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(),
+            m = len(coords)
+            self.g = nn.Sequential(nn.Linear(m, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(),
                                    nn.Linear(hidden, k))
             if friction_law == "power":
-                self.power = nn.Linear(dim, k, bias=False)  # exponents P of the power law
+                self.power = nn.Linear(m, k, bias=False)  # exponents P of the power law
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -235,6 +247,8 @@ class MixedBracket(GenericBracket):
         if self.g is None:
             return None
         f = dE if self.friction_input == "gradient" else x
+        if self.friction_coords is not None:
+            f = f[..., list(self.friction_coords)]
         if self.power is None:
             return self.g(f)
         phi = 0.5 * torch.log(f.pow(2) + self.friction_floor ** 2)
