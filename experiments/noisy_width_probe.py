@@ -7,10 +7,11 @@ One fit of DNO test instance 70 at noise_std 0.01 (seed 0, ``sp_dynamics.fit`` d
 derivatives of the noisy states (``spline``), from a Savitzky-Golay filter's states and
 derivatives (``savgol``: cubic over 15 samples, the window and order with the lowest derivative
 error against the *true* derivatives among 9-31 samples and orders 3 and 5, so an optimistic
-oracle choice) or from the dataset's noisy derivatives (``derivatives``); prints the parameter count, final loss, eps_traj against the clean trajectories
-and the fit time. The question: is the states-only error (about 1.6e-2 against 6.1e-3 for
-derivative matching at the same noise, PROTOCOL "Learning from trajectories without derivatives")
-the variance of an over-parameterised estimate, which fewer parameters would cut?
+oracle choice) or from the dataset's noisy derivatives (``derivatives``); prints the parameter
+count, final loss, eps_traj against the clean trajectories and the fit time. The question: is the
+states-only error (about 1.6e-2 against 6.1e-3 for derivative matching at the same noise, PROTOCOL
+"Learning from trajectories without derivatives") the variance of an over-parameterised estimate,
+which fewer parameters would cut?
 """
 
 import sys

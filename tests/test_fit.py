@@ -335,8 +335,7 @@ def test_starts_stop_at_the_first_start_with_a_good_loss():
     config = FitConfig(max_iter=20, restarts=2, restart_iter=5, chunk=5, starts=3)
     every = fit(copy.deepcopy(model), x, dx, config=config, progress=False).start_losses
     assert len(every) == 3
-    first_good = 1  # a threshold that start 1 meets; start 0 meets it only if its loss is as low
-    good = every[first_good] if every[0] > every[first_good] else every[0]
+    good = min(every[:2])  # met by start 1 at the latest (by start 0 if its loss is as low)
     result = fit(copy.deepcopy(model), x, dx, config=replace(config, start_good_loss=good), progress=False)
     ran = 1 if every[0] <= good else 2
     assert result.start_losses == every[:ran]

@@ -124,9 +124,9 @@ def end_job(shard: Shard) -> None:
     Every rank waits at a barrier (so rank 0's files are written before any rank leaves), the
     output streams are flushed and the process exits with status 0 at once, without Python's
     teardown. Tearing gloo down at exit, even after a barrier and ``destroy_process_group``,
-    aborted a rank now and then ("terminate called without an active exception", about one full test run
-    in six on 2 loaded cores); an exit that runs no destructors cannot. Call it last: nothing
-    after it runs.
+    aborted a rank now and then ("terminate called without an active exception", about one
+    full test run in six on 2 loaded cores); an exit that runs no destructors cannot. Call it
+    last: nothing after it runs.
     """
     if not shard.enabled:
         return
