@@ -197,3 +197,21 @@ def test_adapt_the_shipped_head_model_by_one_least_squares_solve(tmp_path, capsy
     assert main(["adapt", str(ckpts / "meta_gas_containers_paper_warm_svd5_seed0"), "--data", str(gas),
                  "--solver", "lstsq", "--out", str(tmp_path / "gas")]) == 2
     assert "linear in the latent" in capsys.readouterr().err
+
+
+def test_shipped_gas_fits_of_the_starts_table_match_its_rows():
+    # Catches: a shipped fit of fit_gas_containers_separable_walls_epen_polish_good.md (30 folders,
+    # one per instance and seed) that is missing, does not load, or is not the fit the table
+    # reports (its recorded eps_traj, data-region eps_field and data loss must equal the row's).
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "experiments"
+    rows = json.loads((root / "results" / "fit_gas_containers_separable_walls_epen_polish_good.json").read_text())["rows"]
+    assert len(rows) == 30
+    for row in rows:
+        folder = root / "checkpoints" / "fit_gas_containers_walls_good" / f"gas_containers-instance{row['instance']}-seed{row['seed']}"
+        extra = json.loads((folder / "model.json").read_text())["extra"]
+        assert (extra["instance"], extra["seed"]) == (row["instance"], row["seed"])
+        assert extra["metrics"] == {k: row[k] for k in ("eps_traj", "eps_field_data", "data_loss")}
+        assert sp_dynamics.load(folder).energy_net.fn.standardize.features.walls == ((0, 0.0, 2.0),)
