@@ -121,13 +121,18 @@ def test_fit_command_builds_the_gas_model_options(tmp_path, capsys):
     walled = sp_dynamics.load(tmp_path / "walled")
     assert walled.energy_net.fn.standardize.features.walls == ((0, 0.0, 2.0),)
     assert walled.bracket.friction_law == "mlp" and walled.bracket.friction_input == "gradient"
+    assert main(["fit", "--data", str(data), "--friction", "mlp_gradient", "--friction-coords", "2", "3",
+                 "--set", "max_iter=5", "--set", "restarts=1", "--out", str(tmp_path / "temperatures")]) == 0
+    assert sp_dynamics.load(tmp_path / "temperatures").bracket.friction_coords == (2, 3)
     for argv, message in [(["--friction", "power", "--bracket", "basis"], "needs --bracket mixed"),
                           (["--separable", "3"], "--separable must be in [0, 2]"),
                           (["--wall", "0:2"], "expected C:LO:HI"),
                           (["--wall", "7:0:2"], "not an index"),
                           (["--wall", "0:0:2", "--wall", "0:0:1"], "listed twice"),
                           (["--separable", "1", "--wall", "1:-1:1"], "momenta"),
-                          (["--model", "hnn", "--wall", "0:0:2"], "needs --model generic")]:
+                          (["--model", "hnn", "--wall", "0:0:2"], "needs --model generic"),
+                          (["--bracket", "basis", "--friction-coords", "2"], "--friction-coords needs --bracket mixed"),
+                          (["--friction-coords", "2", "9"], "friction_coords must be distinct coordinate indices")]:
         assert main(["fit", "--data", str(data), *argv, "--out", str(out)]) == 2
         assert message in capsys.readouterr().err
 

@@ -59,6 +59,30 @@ def test_fit_generic_smoke_with_the_gas_settings(tmp_path):
         fit_generic.main(["--preset", "smoke", "--system", "dno", "--walls", "--out", str(tmp_path)])
 
 
+def test_fit_generic_friction_coords_reach_the_model_the_file_and_the_saved_fit(tmp_path):
+    # Catches: --friction-coords (the gas friction network fed the temperatures alone) not
+    # reaching the fitted model, the results file's model line or the saved folder, a stem that
+    # lets such a run overwrite the all-of-grad-E run's files, the option lost (or colliding with
+    # the threads argument) on the way to --jobs worker processes, and bad indices or a bracket
+    # without a friction network surfacing as tracebacks instead of usage errors.
+    import pytest
+
+    import sp_dynamics
+
+    out = fit_generic.main(["--preset", "smoke", "--system", "gas_containers", "--energy", "separable", "--walls",
+                            "--friction-coords", "2", "3", "--instances", "4", "--jobs", "2", "--out", str(tmp_path),
+                            "--save", str(tmp_path / "fits")])
+    (row,) = out["rows"]
+    text = (tmp_path / "fit_gas_containers_separable_walls_fc2-3_smoke.md").read_text()
+    assert "friction_input='gradient', friction_coords=(2, 3)" in text
+    assert sp_dynamics.load(row["saved"]).bracket.friction_coords == (2, 3)
+    for argv, message in [(["--friction-coords", "2", "9"], "friction_coords must be distinct"),
+                          (["--bracket", "projection", "--friction-coords", "2"], "needs a GENERIC system and a mixed bracket"),
+                          (["--system", "pendulum", "--friction-coords", "0"], "needs a GENERIC system and a mixed bracket")]:
+        with pytest.raises(ValueError, match=message):
+            fit_generic.main(["--preset", "smoke", "--system", "gas_containers", *argv, "--out", str(tmp_path)])
+
+
 def test_gas_decomposition_writes_its_table(tmp_path):
     from experiments import gas_decomposition
 

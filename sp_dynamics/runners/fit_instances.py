@@ -58,10 +58,13 @@ PRESETS = {
 ENERGIES = ("mlp", "separable", "split")
 
 
-def build_model(system, bracket: str, energy: str = "mlp", walls: bool = False) -> torch.nn.Module:
+def build_model(system, bracket: str, energy: str = "mlp", walls: bool = False,
+                friction_coords: tuple[int, ...] | None = None) -> torch.nn.Module:
     """The runner's model: ``energy="separable"`` splits the learned energy as K(p) + U(q, s),
     ``"split"`` further as K(p) + sum_k U_k(q, s_k) (GENERIC systems with further coordinates);
-    ``walls`` gives the energy network the log-distances to the system's walls (``system.walls``)."""
+    ``walls`` gives the energy network the log-distances to the system's walls (``system.walls``);
+    ``friction_coords`` picks the components of its input the mixed bracket's friction network sees
+    (``MixedBracket(friction_coords=...)``; None: the runners' choice, all of them)."""
     separable = system.n_dof if energy != "mlp" else 0
     if walls and not system.walls:
         raise UsageError(f"--walls: system {system.name!r} declares no walls (System.walls)")
@@ -70,26 +73,37 @@ def build_model(system, bracket: str, energy: str = "mlp", walls: bool = False) 
             raise UsageError("--energy split needs a GENERIC system (coordinates after (q, p) to split over)")
         if walls:
             raise UsageError("--walls needs a GENERIC system (HamiltonianNN takes no wall inputs)")
+    if friction_coords is not None and (not system.is_generic or not bracket.startswith("mixed")):
+        raise UsageError("--friction-coords needs a GENERIC system and a mixed bracket (--bracket mixed or mixed_power)")
+    if not system.is_generic:
         return HamiltonianNN(system.dim, separable=bool(separable)).double()
     kwargs = dict(separable=separable, split_potential=energy == "split", walls=system.walls if walls else ())
     if bracket == "projection_sd":
         from sp_dynamics.brackets import ProjectionBracket
 
         return GENERICNet(system.dim, bracket=ProjectionBracket(system.dim, state_dependent=True), **kwargs).double()
-    return GENERICNet(system.dim, bracket=bracket.removesuffix("_power"), **kwargs,
-                      **_bracket_kwargs(system, bracket)).double()
+    try:
+        return GENERICNet(system.dim, bracket=bracket.removesuffix("_power"), **kwargs,
+                          **_bracket_kwargs(system, bracket, friction_coords)).double()
+    except ValueError as exc:  # friction coordinates outside the friction input
+        if friction_coords is None:
+            raise
+        raise UsageError(f"--friction-coords: {exc}") from None
 
 
-def _bracket_kwargs(system, bracket: str) -> dict:
+def _bracket_kwargs(system, bracket: str, friction_coords: tuple[int, ...] | None = None) -> dict:
     """The mixed bracket's keyword arguments: the runners' per-system choice (``GENERIC_MODEL``),
-    and for ``mixed_power`` the power-law friction (``MixedBracket(friction_law="power")``)."""
+    for ``mixed_power`` the power-law friction (``MixedBracket(friction_law="power")``), and the
+    friction network's input components if given."""
     if not bracket.startswith("mixed"):
         return {}
-    return generic_model_kwargs(system.name) | ({"friction_law": "power"} if bracket == "mixed_power" else {})
+    return (generic_model_kwargs(system.name) | ({"friction_law": "power"} if bracket == "mixed_power" else {})
+            | ({"friction_coords": tuple(friction_coords)} if friction_coords is not None else {}))
 
 
 def fit_one(system_name: str, bracket: str, cfg: FitBenchConfig, instance: int, seed: int, energy: str = "mlp",
-            save_dir: str | None = None, walls: bool = False, threads: int = 0) -> dict:
+            save_dir: str | None = None, walls: bool = False, friction_coords: tuple[int, ...] | None = None,
+            threads: int = 0) -> dict:
     """Fit one instance with one seed and evaluate it (a top-level function for worker processes);
     with ``save_dir``, the fitted model is saved in ``save_dir/<system>-instance<i>-seed<s>``."""
     set_threads(threads or 1)  # small problems: one thread per fit is fastest
@@ -97,7 +111,7 @@ def fit_one(system_name: str, bracket: str, cfg: FitBenchConfig, instance: int, 
     data = make_family_dataset(system_name, seed=0, **cfg.dataset)
     x, dx = data.pairs(instance)
     torch.manual_seed(seed)
-    model = build_model(system, bracket, energy, walls)
+    model = build_model(system, bracket, energy, walls, friction_coords)
     result = fit(model, x, dx, config=dataclasses.replace(cfg.fit, seed=seed), progress=False)
     out = {"instance": instance, "seed": seed, "loss": result.final_loss, "evaluations": result.evaluations,
            "lm_iterations": result.lm_iterations,
@@ -111,7 +125,7 @@ def fit_one(system_name: str, bracket: str, cfg: FitBenchConfig, instance: int, 
 
         folder = save(model, Path(save_dir) / f"{system_name}-instance{instance}-seed{seed}",
                       extra={"system": system_name, "instance": instance, "seed": seed, "bracket": bracket,
-                             "energy": energy, "walls": walls, "fit": dataclasses.asdict(dataclasses.replace(cfg.fit, seed=seed)),
+                             "energy": energy, "walls": walls, "friction_coords": friction_coords, "fit": dataclasses.asdict(dataclasses.replace(cfg.fit, seed=seed)),
                              "metrics": {k: out[k] for k in ("eps_traj", "eps_field_data", "data_loss") if k in out}})
         out["saved"] = str(folder)
     return out
@@ -153,7 +167,7 @@ def evaluate_fit(model: torch.nn.Module, system, data, instance: int, label: str
 
 
 def report(system, bracket: str, cfg: FitBenchConfig, preset: str, rows: list[dict], wall: float, command: str,
-           energy: str = "mlp", walls: bool = False) -> str:
+           energy: str = "mlp", walls: bool = False, friction_coords: tuple[int, ...] | None = None) -> str:
     generic = system.is_generic
     separable = (f", separable={system.n_dof}" if energy != "mlp" else "") \
         + (", split_potential=True" if energy == "split" else "") + (f", walls={system.walls}" if walls else "")
@@ -164,7 +178,7 @@ def report(system, bracket: str, cfg: FitBenchConfig, preset: str, rows: list[di
         machine_line(wall),
         f"- preset `{preset}`; seeds {list(cfg.seeds)}; model: "
         + (f"`GENERICNet({system.dim}, bracket={bracket.removesuffix('_power')!r}"
-           + "".join(f", {k}={v!r}" for k, v in _bracket_kwargs(system, bracket).items()) + separable
+           + "".join(f", {k}={v!r}" for k, v in _bracket_kwargs(system, bracket, friction_coords).items()) + separable
            + ")`" if generic else f"`HamiltonianNN({system.dim}{', separable=True' if separable else ''})`")
         + " (3 x 64 tanh networks" + (f", {rows[0]['n_parameters']} parameters" if "n_parameters" in rows[0] else "")
         + f"), float64; trainer settings `{cfg.fit}`",
@@ -222,6 +236,10 @@ def main(argv=None, *, default_results=None, prog: str = "sp-dynamics fit-instan
     parser.add_argument("--walls", action="store_true",
                         help="give the learned energy the log-distances to the system's walls as inputs "
                              "(GENERICNet(walls=system.walls); gas_containers: the piston's two walls)")
+    parser.add_argument("--friction-coords", type=int, nargs="+", default=None, metavar="I",
+                        help="the components of its input the mixed bracket's friction network sees "
+                             "(MixedBracket(friction_coords=...); gas_containers, whose friction input is grad E: "
+                             "2 3 for the temperatures dE/dS_i alone). Default: all")
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
     parser.add_argument("--instances", type=int, nargs="+", default=None)
     parser.add_argument("--save", default=None, metavar="DIR",
@@ -240,8 +258,9 @@ def main(argv=None, *, default_results=None, prog: str = "sp-dynamics fit-instan
     start = time.time()
     if args.save is not None and Path(args.save).exists() and not Path(args.save).is_dir():
         raise UsageError(f"--save {args.save}: exists and is not a folder")
-    build_model(system, args.bracket, args.energy, args.walls)  # a usage error here, before any worker starts
-    calls = {(i, s): (system.name, args.bracket, cfg, i, s, args.energy, args.save, args.walls)
+    coords = None if args.friction_coords is None else tuple(args.friction_coords)
+    build_model(system, args.bracket, args.energy, args.walls, coords)  # a usage error here, before any worker starts
+    calls = {(i, s): (system.name, args.bracket, cfg, i, s, args.energy, args.save, args.walls, coords)
              for i in instances for s in cfg.seeds}
 
     def progress(key, row):
@@ -250,10 +269,12 @@ def main(argv=None, *, default_results=None, prog: str = "sp-dynamics fit-instan
 
     rows = list(run_jobs(fit_one, calls, jobs=args.jobs, report=progress).values())
     wall = time.time() - start
-    text = report(system, args.bracket, cfg, args.preset, rows, wall, command_line(prog, argv), args.energy, args.walls)
+    text = report(system, args.bracket, cfg, args.preset, rows, wall, command_line(prog, argv), args.energy, args.walls,
+                  coords)
     out = default_out(args.out, default_results)
     stem = result_stem(f"fit_{system.name}" + (f"_{args.bracket}" if system.is_generic and args.bracket != "mixed" else "")
-                       + (f"_{args.energy}" if args.energy != "mlp" else "") + ("_walls" if args.walls else ""), args,
+                       + (f"_{args.energy}" if args.energy != "mlp" else "") + ("_walls" if args.walls else "")
+                       + ("_fc" + "-".join(map(str, coords)) if coords is not None else ""), args,
                        "" if args.preset == "full" else f"_{args.preset}")
     write_results(out, stem, text, {"rows": rows, "wall_time_s": wall}, {"args": vars(args), "config": cfg})
     print(text)

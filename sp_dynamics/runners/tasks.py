@@ -241,6 +241,9 @@ def fit_main(argv: list[str] | None = None) -> None:
     p.add_argument("--friction", default="mlp", choices=("mlp", "mlp_gradient", "power", "power_gradient"),
                    help="mixed bracket's friction: an MLP of x, an MLP of grad E (the runners' gas model), a power "
                         "law of x, or a power law of grad E (MixedBracket friction_law / friction_input)")
+    p.add_argument("--friction-coords", type=int, nargs="+", default=None, metavar="I",
+                   help="the components of its input the mixed bracket's friction network sees (MixedBracket "
+                        "friction_coords; with --friction mlp_gradient on the gas containers, 2 3: the temperatures). Default: all")
     p.add_argument("--separable", type=int, default=0, metavar="D",
                    help="energy K(p) + U(q, s) with D (q, p) pairs first in the state (0: one MLP; "
                         "--model hnn: any D > 0 means H = T(p) + V(q))")
@@ -274,6 +277,10 @@ def fit_main(argv: list[str] | None = None) -> None:
                 raise UsageError(f"--friction {args.friction} needs --bracket mixed")
             kwargs = dict(friction_law=args.friction.removesuffix("_gradient"),
                           friction_input="gradient" if args.friction.endswith("_gradient") else "state")
+        if args.friction_coords is not None:
+            if args.bracket != "mixed":
+                raise UsageError("--friction-coords needs --bracket mixed")
+            kwargs["friction_coords"] = tuple(args.friction_coords)
         try:
             model = GENERICNet(data.dim, bracket=args.bracket, separable=args.separable,
                                walls=_parse_walls(args.walls), **kwargs).double()
