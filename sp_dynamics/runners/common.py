@@ -106,13 +106,29 @@ def run_jobs(fn: Callable, calls: dict, jobs: int = 1, report: Callable | None =
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     threads = max(1, torch.get_num_threads() // jobs)
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_exit_with_parent, initargs=(os.getpid(),)) as pool:
         futures = {pool.submit(fn, *call, threads=threads): key for key, call in calls.items()}
         for fut in as_completed(futures):
             done[futures[fut]] = fut.result()
             if report is not None:
                 report(futures[fut], done[futures[fut]])
     return done
+
+
+def _exit_with_parent(parent: int, every_s: float = 2.0) -> None:
+    """A worker's initializer: a daemon thread ends the worker once ``parent`` is gone. A parent
+    killed by a signal it cannot handle (``kill -9``, an out-of-memory kill) does not shut its
+    pool down, and its spawned workers would go on fitting, unseen, on cores the next run needs."""
+    import threading
+    import time
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(every_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
 
 
 def cell(values) -> str:
