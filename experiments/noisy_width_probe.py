@@ -25,30 +25,45 @@ from sp_dynamics.fitting import FitConfig, fit
 from sp_dynamics.meta.evaluation import safe_rollout
 from sp_dynamics.metrics import eps_traj
 
+INSTANCE = 70
+
+
+def noisy_and_clean():
+    """The DNO dataset (protocol v1, seed 0) at noise_std 0.01 and without noise."""
+    return make_family_dataset("dno", seed=0, noise_std=0.01), make_family_dataset("dno", seed=0)
+
+
+def savgol(t, x, window: int = 15, order: int = 3):
+    """Savitzky-Golay states and derivatives of trajectories x (J, T, n) sampled at the uniform times t."""
+    from scipy.signal import savgol_filter
+
+    h = float(t[1] - t[0])
+    return (torch.as_tensor(savgol_filter(x.numpy(), window, order, axis=-2)),
+            torch.as_tensor(savgol_filter(x.numpy(), window, order, deriv=1, delta=h, axis=-2)))
+
+
+def clean_eps_traj(model, clean, i: int = INSTANCE) -> float:
+    """eps_traj of dopri5 rollouts from the clean initial states against the clean trajectories."""
+    return float(eps_traj(safe_rollout(model, clean.x[i, :, 0], clean.t), clean.x[i]).mean())
+
 
 def main(hidden: int, method: str) -> None:
     if method not in ("spline", "savgol", "derivatives"):
         sys.exit("usage: noisy_width_probe.py HIDDEN spline|savgol|derivatives")
     torch.set_num_threads(1)
-    clean = make_family_dataset("dno", seed=0)
-    data = make_family_dataset("dno", seed=0, noise_std=0.01)
-    i = 70
+    data, clean = noisy_and_clean()
+    i = INSTANCE
     torch.manual_seed(0)
     model = GENERICNet(3, hidden=hidden).double()
     if method == "derivatives":
         x, dx = data.pairs(i)
     elif method == "savgol":
-        from scipy.signal import savgol_filter
-
-        h = float(data.t[1] - data.t[0])
-        x = torch.as_tensor(savgol_filter(data.x[i].numpy(), 15, 3, axis=1)).reshape(-1, 3)
-        dx = torch.as_tensor(savgol_filter(data.x[i].numpy(), 15, 3, deriv=1, delta=h, axis=1)).reshape(-1, 3)
+        x, dx = (v.reshape(-1, 3) for v in savgol(data.t, data.x[i]))
     else:
         x, dx = estimate_derivatives(data.t, data.x[i], "smoothing_spline")
     result = fit(model, x, dx, config=FitConfig(), progress=False)
-    pred = safe_rollout(model, clean.x[i, :, 0], clean.t)
     print(hidden, method, "params", sum(p.numel() for p in model.parameters()), f"loss {result.final_loss:.3e}",
-          f"eps_traj {float(eps_traj(pred, clean.x[i]).mean()):.3e}", f"{result.seconds:.0f}s", flush=True)
+          f"eps_traj {clean_eps_traj(model, clean):.3e}", f"{result.seconds:.0f}s", flush=True)
 
 
 if __name__ == "__main__":

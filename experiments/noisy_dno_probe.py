@@ -1,0 +1,123 @@
+"""Probes of the noisy DNO fit (instance 70, noise_std 0.01): where does its error come from?
+
+    python -m experiments.noisy_dno_probe exact [SEEDS]        # noisy states, exact derivatives
+    python -m experiments.noisy_dno_probe ensemble [SEEDS]     # Savitzky-Golay fits, one per seed, and their mean field
+    python -m experiments.noisy_dno_probe model_smooth [W]     # one round of smoothing around the fitted model's flow
+
+Every fit is ``sp_dynamics.fit`` with its defaults on a fresh ``GENERICNet(3)`` (mixed bracket,
+float64, one thread); every score is eps_traj of dopri5 rollouts from the clean initial states
+against the clean trajectories (``noisy_width_probe.clean_eps_traj``). SEEDS defaults to 1 for
+``exact`` and 4 for ``ensemble``; W (the residual smoother's window) to 31.
+
+- ``exact``: derivative matching on the noisy states paired with the *noise-free* derivatives,
+  a reference that isolates the cost of the noise on the states (errors in variables).
+- ``ensemble``: if different initialisations ended in different wrong fields, averaging their
+  fields would cut the error; if the noise realisation fixes the error, it would not. The mean
+  field is a diagnostic only: a sum of GENERIC fields with different E and S is not GENERIC.
+- ``model_smooth``: fit on the Savitzky-Golay states and derivatives (``noisy_width_probe``),
+  fit each trajectory's initial state so the model's RK4 flow (four substeps per interval)
+  matches the noisy samples, smooth the residual samples - flow with a cubic Savitzky-Golay
+  filter of window W and add it back (states: flow + smoothed residual; derivatives: the model's
+  field along the flow + the residual's smoothed derivative), then refit from scratch on those.
+  Prints the derivative error (against the true derivatives) of each stage for W in 15-71.
+"""
+
+import sys
+
+import torch
+
+from experiments.noisy_width_probe import INSTANCE, clean_eps_traj, noisy_and_clean, savgol
+from sp_dynamics import GENERICNet
+from sp_dynamics.fitting import FitConfig, fit
+from sp_dynamics.integrators import integrate
+
+
+def _fit(x, dx, seed: int = 0):
+    torch.manual_seed(seed)
+    model = GENERICNet(3).double()
+    result = fit(model, x.reshape(-1, 3), dx.reshape(-1, 3), config=FitConfig(seed=seed), progress=False)
+    return model, result
+
+
+def _rel(a, b) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+class MeanField(torch.nn.Module):
+    def __init__(self, models):
+        super().__init__()
+        self.models = torch.nn.ModuleList(models)
+
+    def forward(self, t, x):
+        return sum(m(t, x) for m in self.models) / len(self.models)
+
+
+def exact(data, clean, seeds: int = 1) -> None:
+    i = INSTANCE
+    print(f"dataset derivative noise (relative): {_rel(data.dx[i], clean.dx[i]):.3e}")
+    for seed in range(seeds):
+        model, result = _fit(data.x[i], clean.dx[i], seed)
+        print(f"noisy states + exact derivatives, seed {seed}: eps_traj {clean_eps_traj(model, clean):.3e}, "
+              f"loss {result.final_loss:.3e}, {result.seconds:.0f} s", flush=True)
+
+
+def ensemble(data, clean, seeds: int = 4) -> None:
+    x, dx = savgol(data.t, data.x[INSTANCE])
+    models = []
+    for seed in range(seeds):
+        model, result = _fit(x, dx, seed)
+        models.append(model)
+        print(f"savgol fit, seed {seed}: eps_traj {clean_eps_traj(model, clean):.3e} ({result.seconds:.0f} s); "
+              f"mean field of seeds 0-{seed}: {clean_eps_traj(MeanField(models), clean):.3e}", flush=True)
+
+
+def model_smooth(data, clean, window: int = 31) -> None:
+    from scipy.signal import savgol_filter
+
+    i, t = INSTANCE, data.t
+    h, y, true = float(t[1] - t[0]), data.x[i], clean.dx[i]
+    x, dx = savgol(t, y)
+    print(f"savgol: state error {_rel(x, clean.x[i]):.2e}, derivative error {_rel(dx, true):.2e}")
+    model, result = _fit(x, dx)
+    print(f"  fit on them: eps_traj {clean_eps_traj(model, clean):.3e} ({result.seconds:.0f} s)", flush=True)
+    model.train()  # the flow must stay differentiable in its initial states
+    x0 = x[:, 0].clone().requires_grad_(True)
+    opt = torch.optim.LBFGS([x0], max_iter=100, line_search_fn="strong_wolfe", tolerance_grad=1e-12,
+                            tolerance_change=1e-14)
+
+    def closure():
+        opt.zero_grad()
+        loss = ((integrate(model, x0, t, method="rk4", step_size=h / 4) - y) ** 2).mean()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        flow = integrate(model, x0, t, method="rk4", step_size=h / 4)
+        field = model(0.0, flow.reshape(-1, 3)).reshape(flow.shape)
+    residual = (y - flow).numpy()
+    print(f"model flow from fitted initial states: state error {_rel(flow, clean.x[i]):.2e}, "
+          f"derivative error {_rel(field, true):.2e}")
+    for w in sorted({15, 31, 51, 71, window}):
+        xs = flow + torch.as_tensor(savgol_filter(residual, w, 3, axis=1))
+        ds = field + torch.as_tensor(savgol_filter(residual, w, 3, deriv=1, delta=h, axis=1))
+        print(f"  + residual smoothed over {w}: state error {_rel(xs, clean.x[i]):.2e}, derivative error {_rel(ds, true):.2e}")
+    xs = flow + torch.as_tensor(savgol_filter(residual, window, 3, axis=1))
+    ds = field + torch.as_tensor(savgol_filter(residual, window, 3, deriv=1, delta=h, axis=1))
+    model, result = _fit(xs, ds)
+    print(f"  refit on them (window {window}): eps_traj {clean_eps_traj(model, clean):.3e} ({result.seconds:.0f} s)", flush=True)
+
+
+PROBES = {"exact": exact, "ensemble": ensemble, "model_smooth": model_smooth}
+
+
+def main(argv: list[str]) -> None:
+    if not argv or argv[0] not in PROBES or len(argv) > 2:
+        sys.exit("usage: python -m experiments.noisy_dno_probe exact|ensemble|model_smooth [N]")
+    torch.set_num_threads(1)
+    data, clean = noisy_and_clean()
+    PROBES[argv[0]](data, clean, *map(int, argv[1:]))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
