@@ -204,19 +204,26 @@ def test_adapt_the_shipped_head_model_by_one_least_squares_solve(tmp_path, capsy
     assert "linear in the latent" in capsys.readouterr().err
 
 
-def test_shipped_gas_fits_of_the_starts_table_match_its_rows():
-    # Catches: a shipped fit of fit_gas_containers_separable_walls_epen_polish_good.md (30 folders,
-    # one per instance and seed) that is missing, does not load, or is not the fit the table
-    # reports (its recorded eps_traj, data-region eps_field and data loss must equal the row's).
+@pytest.mark.parametrize("table, folder, friction_coords", [
+    ("fit_gas_containers_separable_walls_epen_polish_good", "fit_gas_containers_walls_good", None),
+    ("fit_gas_containers_separable_walls_fc2-3_epen_polish_good", "fit_gas_containers_walls_temperatures", (2, 3)),
+])
+def test_shipped_gas_fits_of_the_starts_tables_match_their_rows(table, folder, friction_coords):
+    # Catches: a shipped fit of a gas starts table (30 folders, one per instance and seed) that is
+    # missing, does not load, is not the fit the table reports (its recorded eps_traj,
+    # data-region eps_field and data loss must equal the row's) or lost its model options (the
+    # wall inputs; the temperatures-only friction of the fc2-3 table).
     import json
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1] / "experiments"
-    rows = json.loads((root / "results" / "fit_gas_containers_separable_walls_epen_polish_good.json").read_text())["rows"]
+    rows = json.loads((root / "results" / f"{table}.json").read_text())["rows"]
     assert len(rows) == 30
     for row in rows:
-        folder = root / "checkpoints" / "fit_gas_containers_walls_good" / f"gas_containers-instance{row['instance']}-seed{row['seed']}"
-        extra = json.loads((folder / "model.json").read_text())["extra"]
+        path = root / "checkpoints" / folder / f"gas_containers-instance{row['instance']}-seed{row['seed']}"
+        extra = json.loads((path / "model.json").read_text())["extra"]
         assert (extra["instance"], extra["seed"]) == (row["instance"], row["seed"])
         assert extra["metrics"] == {k: row[k] for k in ("eps_traj", "eps_field_data", "data_loss")}
-        assert sp_dynamics.load(folder).energy_net.fn.standardize.features.walls == ((0, 0.0, 2.0),)
+        model = sp_dynamics.load(path)
+        assert model.energy_net.fn.standardize.features.walls == ((0, 0.0, 2.0),)
+        assert model.bracket.friction_coords == friction_coords
