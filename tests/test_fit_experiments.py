@@ -233,3 +233,27 @@ def test_results_headers_say_when_the_cores_were_shared(monkeypatch):
 
     monkeypatch.setattr(os, "getloadavg", unavailable)
     assert common.machine_line(10.0).endswith("total wall time 10 s")
+
+
+def test_gas_polish_more_continues_a_saved_fit_and_writes_its_table(tmp_path):
+    # Catches: the polish probe not starting from the saved model (its "before" scores are the
+    # folder's recorded ones and a few evaluations cannot move the data loss far from the
+    # recorded one), not scoring as the runner does, or a folder without fits surfacing as a
+    # traceback instead of a usage error.
+    import shutil
+    from pathlib import Path
+
+    import pytest
+
+    from experiments import gas_polish_more
+
+    shipped = (Path(__file__).resolve().parents[1] / "experiments" / "checkpoints" / "fit_gas_containers_walls_temperatures"
+               / "gas_containers-instance75-seed2")
+    shutil.copytree(shipped, tmp_path / "fits" / shipped.name)
+    (row,) = gas_polish_more.main([str(tmp_path / "fits"), "--evals", "3", "--out", str(tmp_path)])["rows"]
+    assert row["evaluations"] <= 3 and row["max_abs_dEdt"] < 1e-10
+    assert row["data_loss"] <= row["before"]["data_loss"] * (1 + 1e-9)
+    assert abs(row["eps_traj"] - row["before"]["eps_traj"]) < 1e-3 * row["before"]["eps_traj"] + 1e-5
+    assert "0 of 1 before" in (tmp_path / "gas_polish_more.md").read_text()
+    with pytest.raises(ValueError, match="no saved fits"):
+        gas_polish_more.main([str(tmp_path / "nothing"), "--out", str(tmp_path)])
