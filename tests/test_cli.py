@@ -132,7 +132,8 @@ def test_fit_command_builds_the_gas_model_options(tmp_path, capsys):
                           (["--separable", "1", "--wall", "1:-1:1"], "momenta"),
                           (["--model", "hnn", "--wall", "0:0:2"], "needs --model generic"),
                           (["--bracket", "basis", "--friction-coords", "2"], "--friction-coords needs --bracket mixed"),
-                          (["--friction-coords", "2", "9"], "friction_coords must be distinct coordinate indices")]:
+                          (["--friction-coords", "2", "9"], "friction_coords must be distinct coordinate indices"),
+                          (["--model", "hnn", "--friction-coords", "0"], "--friction-coords needs --model generic")]:
         assert main(["fit", "--data", str(data), *argv, "--out", str(out)]) == 2
         assert message in capsys.readouterr().err
 

@@ -267,6 +267,8 @@ def fit_main(argv: list[str] | None = None) -> None:
     if args.model == "hnn":
         if args.walls:
             raise UsageError("--wall needs --model generic (HamiltonianNN takes no wall inputs)")
+        if args.friction_coords is not None:
+            raise UsageError("--friction-coords needs --model generic (HamiltonianNN has no friction)")
         if data.dim % 2:
             raise UsageError(f"--model hnn needs an even state dimension (q, p), the file has {data.dim}")
         model = HamiltonianNN(data.dim, separable=bool(args.separable)).double()
