@@ -257,3 +257,25 @@ def test_gas_polish_more_continues_a_saved_fit_and_writes_its_table(tmp_path):
     assert "0 of 1 before" in (tmp_path / "gas_polish_more.md").read_text()
     with pytest.raises(ValueError, match="no saved fits"):
         gas_polish_more.main([str(tmp_path / "nothing"), "--out", str(tmp_path)])
+
+
+def test_fit_generic_resumes_an_interrupted_run_and_a_changed_setting_starts_afresh(tmp_path, monkeypatch, capsys):
+    # Catches: an interrupted fit-instances run (80 minutes on the gas containers) losing its
+    # finished fits, a resumed run refitting them or reporting other numbers than a fresh run,
+    # and a run with a changed setting picking up rows fitted under the old one.
+    from sp_dynamics.runners import fit_instances
+
+    argv = ["--preset", "smoke", "--system", "dno", "--instances", "4", "5", "--out", str(tmp_path)]
+    fresh = fit_generic.main(argv)["rows"]
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    (run_dir / "instance5-seed0.json").unlink()  # as if the run had stopped before instance 5 finished
+    fitted = []
+    real_fit_one = fit_instances.fit_one
+    monkeypatch.setattr(fit_instances, "fit_one", lambda *a, **k: fitted.append(a[3]) or real_fit_one(*a, **k))
+    resumed = fit_generic.main(argv)["rows"]
+    assert fitted == [5] and "resuming" in capsys.readouterr().out
+    assert [r["eps_traj"] for r in resumed] == [r["eps_traj"] for r in fresh]
+    assert "- resumed: 1 of the 2 fits" in (tmp_path / "fit_dno_smoke.md").read_text()
+    fitted.clear()
+    fit_generic.main(argv + ["--set", "fit.max_iter=10"])
+    assert fitted == [4, 5] and len(list((tmp_path / "runs").iterdir())) == 2

@@ -6,6 +6,9 @@ instances (``sp-dynamics fit-instances``).
     python -m experiments.fit_generic --system dno --bracket projection     # the old default, for comparison
     python -m experiments.fit_generic --preset smoke                        # seconds (tests)
 
+Interrupted runs resume: each finished fit's row is written at once to
+``<out>/runs/fit-<stem>-<hash of every setting>/``, and a rerun of the same command skips those fits.
+
 Each test instance of the protocol-v1 dataset is fitted on all its data (10 trajectories x 101
 states with exact derivatives) by ``fit`` with its default settings, a fresh ``GENERICNet``
 (``HamiltonianNN`` for Hamiltonian systems) per seed. Reported per instance, mean +- std over
@@ -20,6 +23,7 @@ new data with ``sp-dynamics evaluate DIR/... --data file.npz``, or ``sp_dynamics
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -28,9 +32,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import apply_overrides
+from ..config import apply_overrides, config_hash
 from ..data import make_family_dataset
 from ..fitting import FitConfig, fit
+from ..io import atomic_write_text
 from ..meta.evaluation import data_region, held_out_trajectories, safe_rollout, structure_rates
 from ..metrics import eps_field, eps_traj
 from ..models import GENERICNet, HamiltonianNN
@@ -103,9 +108,10 @@ def _bracket_kwargs(system, bracket: str, friction_coords: tuple[int, ...] | Non
 
 def fit_one(system_name: str, bracket: str, cfg: FitBenchConfig, instance: int, seed: int, energy: str = "mlp",
             save_dir: str | None = None, walls: bool = False, friction_coords: tuple[int, ...] | None = None,
-            threads: int = 0) -> dict:
+            row_file: str | None = None, threads: int = 0) -> dict:
     """Fit one instance with one seed and evaluate it (a top-level function for worker processes);
-    with ``save_dir``, the fitted model is saved in ``save_dir/<system>-instance<i>-seed<s>``."""
+    with ``save_dir``, the fitted model is saved in ``save_dir/<system>-instance<i>-seed<s>``; with
+    ``row_file``, the row is written there (atomically) as soon as the fit is done."""
     set_threads(threads or 1)  # small problems: one thread per fit is fastest
     system = get_system(system_name)
     data = make_family_dataset(system_name, seed=0, **cfg.dataset)
@@ -128,6 +134,8 @@ def fit_one(system_name: str, bracket: str, cfg: FitBenchConfig, instance: int, 
                              "energy": energy, "walls": walls, "friction_coords": friction_coords, "fit": dataclasses.asdict(dataclasses.replace(cfg.fit, seed=seed)),
                              "metrics": {k: out[k] for k in ("eps_traj", "eps_field_data", "data_loss") if k in out}})
         out["saved"] = str(folder)
+    if row_file is not None:
+        atomic_write_text(json.dumps(out, default=float), row_file)
     return out
 
 
@@ -167,7 +175,8 @@ def evaluate_fit(model: torch.nn.Module, system, data, instance: int, label: str
 
 
 def report(system, bracket: str, cfg: FitBenchConfig, preset: str, rows: list[dict], wall: float, command: str,
-           energy: str = "mlp", walls: bool = False, friction_coords: tuple[int, ...] | None = None) -> str:
+           energy: str = "mlp", walls: bool = False, friction_coords: tuple[int, ...] | None = None,
+           resumed: int = 0) -> str:
     generic = system.is_generic
     separable = (f", separable={system.n_dof}" if energy != "mlp" else "") \
         + (", split_potential=True" if energy == "split" else "") + (f", walls={system.walls}" if walls else "")
@@ -176,6 +185,8 @@ def report(system, bracket: str, cfg: FitBenchConfig, preset: str, rows: list[di
         "",
         command,
         machine_line(wall),
+        *([f"- resumed: {resumed} of the {len(rows)} fits were done by an earlier, interrupted invocation of the same "
+           "command; the wall time above is this invocation's"] if resumed else []),
         f"- preset `{preset}`; seeds {list(cfg.seeds)}; model: "
         + (f"`GENERICNet({system.dim}, bracket={bracket.removesuffix('_power')!r}"
            + "".join(f", {k}={v!r}" for k, v in _bracket_kwargs(system, bracket, friction_coords).items()) + separable
@@ -260,17 +271,27 @@ def main(argv=None, *, default_results=None, prog: str = "sp-dynamics fit-instan
         raise UsageError(f"--save {args.save}: exists and is not a folder")
     coords = None if args.friction_coords is None else tuple(args.friction_coords)
     build_model(system, args.bracket, args.energy, args.walls, coords)  # a usage error here, before any worker starts
-    calls = {(i, s): (system.name, args.bracket, cfg, i, s, args.energy, args.save, args.walls, coords)
-             for i in instances for s in cfg.seeds}
+    # Every setting that changes a fit names the run folder, so a changed setting never resumes.
+    run_dir = default_out(args.out, default_results) / "runs" / (
+        f"fit-{system.name}-" + config_hash((cfg, args.bracket, args.energy, args.walls, coords, args.save)))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    keys = list(dict.fromkeys((i, s) for i in instances for s in cfg.seeds))
+    row_files = {(i, s): run_dir / f"instance{i}-seed{s}.json" for i, s in keys}
+    rows_done = {key: json.loads(f.read_text()) for key, f in row_files.items() if f.exists()}
+    if rows_done:
+        print(f"resuming {run_dir}: {len(rows_done)} of {len(keys)} fits done", flush=True)
+    calls = {(i, s): (system.name, args.bracket, cfg, i, s, args.energy, args.save, args.walls, coords, str(row_files[i, s]))
+             for i, s in keys if (i, s) not in rows_done}
 
     def progress(key, row):
         print(f"instance {key[0]} seed {key[1]}: eps_traj {row['eps_traj']:.2e}, eps_field (data region) "
               f"{row['eps_field_data']:.2e}, {row['evaluations']} evaluations, {row['fit_s']:.0f} s", flush=True)
 
-    rows = list(run_jobs(fit_one, calls, jobs=args.jobs, report=progress).values())
+    done = rows_done | run_jobs(fit_one, calls, jobs=args.jobs, report=progress)
+    rows = [done[key] for key in keys]
     wall = time.time() - start
     text = report(system, args.bracket, cfg, args.preset, rows, wall, command_line(prog, argv), args.energy, args.walls,
-                  coords)
+                  coords, resumed=len(rows_done))
     out = default_out(args.out, default_results)
     stem = result_stem(f"fit_{system.name}" + (f"_{args.bracket}" if system.is_generic and args.bracket != "mixed" else "")
                        + (f"_{args.energy}" if args.energy != "mlp" else "") + ("_walls" if args.walls else "")
