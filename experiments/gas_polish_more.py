@@ -16,7 +16,6 @@ models are not kept).
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -32,10 +31,10 @@ from sp_dynamics.runners.fit_instances import evaluate_fit
 
 
 def polish_one(folder: str, evals: int, threads: int = 1) -> dict:
-    from sp_dynamics.serialization import load
+    from sp_dynamics.serialization import load, read_description
 
     set_threads(threads)
-    extra = json.loads((Path(folder) / "model.json").read_text())["extra"]
+    extra = read_description(folder)["extra"]
     system = get_system(extra["system"])
     data = make_family_dataset(system.name, seed=0)
     model = load(folder)

@@ -272,7 +272,8 @@ def main(argv=None, *, default_results=None, prog: str = "sp-dynamics fit-instan
     coords = None if args.friction_coords is None else tuple(args.friction_coords)
     build_model(system, args.bracket, args.energy, args.walls, coords)  # a usage error here, before any worker starts
     # Every setting that changes a fit names the run folder, so a changed setting never resumes.
-    run_dir = default_out(args.out, default_results) / "runs" / (
+    out = default_out(args.out, default_results)
+    run_dir = out / "runs" / (
         f"fit-{system.name}-" + config_hash((cfg, args.bracket, args.energy, args.walls, coords, args.save)))
     run_dir.mkdir(parents=True, exist_ok=True)
     keys = list(dict.fromkeys((i, s) for i in instances for s in cfg.seeds))
@@ -292,7 +293,6 @@ def main(argv=None, *, default_results=None, prog: str = "sp-dynamics fit-instan
     wall = time.time() - start
     text = report(system, args.bracket, cfg, args.preset, rows, wall, command_line(prog, argv), args.energy, args.walls,
                   coords, resumed=len(rows_done))
-    out = default_out(args.out, default_results)
     stem = result_stem(f"fit_{system.name}" + (f"_{args.bracket}" if system.is_generic and args.bracket != "mixed" else "")
                        + (f"_{args.energy}" if args.energy != "mlp" else "") + ("_walls" if args.walls else "")
                        + ("_fc" + "-".join(map(str, coords)) if coords is not None else ""), args,
