@@ -64,10 +64,15 @@ class KineticPotential(nn.Module):
     d + 1 variables, which trajectories cover more densely than the joint (q, s) space. It did
     not lower the gas field error in the one probe made (``experiments/PROTOCOL.md``, "Gas
     containers: whole-fit starts and the split potential"); it is an option, not a default.
+
+    ``positive=True`` makes each potential the exponential of its network, ``U = exp(g)``
+    (``U_k = exp(g_k)`` when split): a potential that is positive and whose logarithm is the
+    smooth part, as for internal energies of ideal gases, ``E_i = exp((2/3) S_i) V_i^(-2/3)``,
+    whose logarithm is linear in S_i and in the log-distance to a wall (``walls``).
     """
 
     def __init__(self, dim: int, d: int, hidden: int = 64, depth: int = 3, act: str = "tanh",
-                 split: bool = False, walls=()):
+                 split: bool = False, walls=(), positive: bool = False):
         super().__init__()
         if not 1 <= d <= dim // 2:
             raise ValueError(f"a separable energy needs 1 <= d <= {dim // 2} (q, p) pairs in a state of dimension {dim}, got {d}")
@@ -80,7 +85,7 @@ class KineticPotential(nn.Module):
                              f"walled coordinates must be positions or further coordinates, not momenta "
                              f"(indices {d}..{2 * d - 1}); got {[c for c, _, _ in walls]}")
         self.d, self.dim = d, dim
-        self.split = bool(split)
+        self.split, self.positive = bool(split), bool(positive)
         self.standardize = _input_map(dim, walls)
         extra = 2 * len(walls)  # the log-distances, after the state in the standardised input
         self.kinetic = MLP(d, 1, hidden, depth, act)
@@ -93,11 +98,12 @@ class KineticPotential(nn.Module):
         d, n = self.d, self.dim
         y = self.standardize(x)
         q, walls = y[..., :d], y[..., n:]
+        out = torch.exp if self.positive else (lambda g: g)
         if self.split:
-            potential = sum(u(torch.cat([q, y[..., 2 * d + k:2 * d + k + 1], walls], -1))
+            potential = sum(out(u(torch.cat([q, y[..., 2 * d + k:2 * d + k + 1], walls], -1)))
                             for k, u in enumerate(self.potentials))
         else:
-            potential = self.potential(torch.cat([q, y[..., 2 * d:n], walls], -1))
+            potential = out(self.potential(torch.cat([q, y[..., 2 * d:n], walls], -1)))
         return (self.kinetic(y[..., d:2 * d]) + potential).squeeze(-1)
 
 
@@ -219,6 +225,8 @@ class GENERICNet(nn.Module):
             for states ``(q, p, s)`` with d positions and d momenta first (0: one MLP).
         split_potential: with ``separable``, ``U(q, s) = sum_k U_k(q, s_k)`` (one network per
             further coordinate; see :class:`KineticPotential`).
+        positive_potential: with ``separable``, each potential is ``exp`` of its network (positive,
+            log-smooth; see :class:`KineticPotential`).
         walls: ``((coordinate, lo, hi), ...)`` for coordinates confined to an open interval (e.g. a
             piston between two walls, ``System.walls``): the learned energy also sees the
             log-distances to the walls (:class:`~sp_dynamics.nn.WallFeatures`), so forces that
@@ -245,6 +253,7 @@ class GENERICNet(nn.Module):
         separable: int = 0,
         split_potential: bool = False,
         walls=(),
+        positive_potential: bool = False,
         **bracket_kwargs,
     ):
         super().__init__()
@@ -256,12 +265,15 @@ class GENERICNet(nn.Module):
             raise ValueError("pass either energy=... or separable=d, not both")
         if split_potential and not separable:
             raise ValueError("split_potential=True needs separable=d (the number of (q, p) pairs)")
+        if positive_potential and not separable:
+            raise ValueError("positive_potential=True needs separable=d (the number of (q, p) pairs)")
         walls = parse_walls(walls, dim)
         if walls and energy is not None:
             raise ValueError("walls=... gives the learned energy network log-distance inputs; a given energy=... has none")
         if separable:
             self.energy_net = ScalarFunction(KineticPotential(dim, int(separable), hidden, depth, act,
-                                                              split=split_potential, walls=walls))
+                                                              split=split_potential, walls=walls,
+                                                              positive=positive_potential))
         else:
             self.energy_net = _scalar(energy, dim, hidden, depth, act, walls=walls)
         self.entropy_net = _scalar(entropy, dim, hidden, depth, act)

@@ -124,6 +124,10 @@ def test_fit_command_builds_the_gas_model_options(tmp_path, capsys):
     assert main(["fit", "--data", str(data), "--friction", "mlp_gradient", "--friction-coords", "2", "3",
                  "--set", "max_iter=5", "--set", "restarts=1", "--out", str(tmp_path / "temperatures")]) == 0
     assert sp_dynamics.load(tmp_path / "temperatures").bracket.friction_coords == (2, 3)
+    assert main(["fit", "--data", str(data), "--separable", "1", "--split-potential", "--positive-potential",
+                 "--set", "max_iter=5", "--set", "restarts=1", "--out", str(tmp_path / "positive")]) == 0
+    positive = sp_dynamics.load(tmp_path / "positive").energy_net.fn
+    assert positive.split and positive.positive
     for argv, message in [(["--friction", "power", "--bracket", "basis"], "needs --bracket mixed"),
                           (["--separable", "3"], "--separable must be in [0, 2]"),
                           (["--wall", "0:2"], "expected C:LO:HI"),
@@ -133,7 +137,9 @@ def test_fit_command_builds_the_gas_model_options(tmp_path, capsys):
                           (["--model", "hnn", "--wall", "0:0:2"], "needs --model generic"),
                           (["--bracket", "basis", "--friction-coords", "2"], "--friction-coords needs --bracket mixed"),
                           (["--friction-coords", "2", "9"], "friction_coords must be distinct coordinate indices"),
-                          (["--model", "hnn", "--friction-coords", "0"], "--friction-coords needs --model generic")]:
+                          (["--model", "hnn", "--friction-coords", "0"], "--friction-coords needs --model generic"),
+                          (["--positive-potential"], "--positive-potential needs --model generic and --separable D"),
+                          (["--model", "hnn", "--separable", "1", "--split-potential"], "--split-potential needs")]:
         assert main(["fit", "--data", str(data), *argv, "--out", str(out)]) == 2
         assert message in capsys.readouterr().err
 

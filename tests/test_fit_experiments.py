@@ -64,21 +64,25 @@ def test_fit_generic_friction_coords_reach_the_model_the_file_and_the_saved_fit(
     # reaching the fitted model, the results file's model line or the saved folder, a stem that
     # lets such a run overwrite the all-of-grad-E run's files, the option lost (or colliding with
     # the threads argument) on the way to --jobs worker processes, and bad indices or a bracket
-    # without a friction network surfacing as tracebacks instead of usage errors.
+    # without a friction network surfacing as tracebacks instead of usage errors. Also --energy
+    # positive_split (each potential exp of its network) reaching the model and the saved fit.
     import pytest
 
     import sp_dynamics
 
-    out = fit_generic.main(["--preset", "smoke", "--system", "gas_containers", "--energy", "separable", "--walls",
+    out = fit_generic.main(["--preset", "smoke", "--system", "gas_containers", "--energy", "positive_split", "--walls",
                             "--friction-coords", "2", "3", "--instances", "4", "--jobs", "2", "--out", str(tmp_path),
                             "--save", str(tmp_path / "fits")])
     (row,) = out["rows"]
-    text = (tmp_path / "fit_gas_containers_separable_walls_fc2-3_smoke.md").read_text()
+    text = (tmp_path / "fit_gas_containers_positive_split_walls_fc2-3_smoke.md").read_text()
     assert "friction_input='gradient', friction_coords=(2, 3)" in text
-    assert sp_dynamics.load(row["saved"]).bracket.friction_coords == (2, 3)
+    assert "split_potential=True, positive_potential=True" in text
+    saved = sp_dynamics.load(row["saved"])
+    assert saved.bracket.friction_coords == (2, 3) and saved.energy_net.fn.positive and saved.energy_net.fn.split
     for argv, message in [(["--friction-coords", "2", "9"], "friction_coords must be distinct"),
                           (["--bracket", "projection", "--friction-coords", "2"], "needs a GENERIC system and a mixed bracket"),
-                          (["--system", "pendulum", "--friction-coords", "0"], "needs a GENERIC system and a mixed bracket")]:
+                          (["--system", "pendulum", "--friction-coords", "0"], "needs a GENERIC system and a mixed bracket"),
+                          (["--system", "pendulum", "--energy", "positive"], "--energy positive needs a GENERIC system")]:
         with pytest.raises(ValueError, match=message):
             fit_generic.main(["--preset", "smoke", "--system", "gas_containers", *argv, "--out", str(tmp_path)])
 

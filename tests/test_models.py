@@ -138,6 +138,52 @@ def test_split_potential_couples_each_entropy_to_the_positions_only(tmp_path):
     assert torch.equal(sp.load(tmp_path / "m.pt")(0.0, x), model(0.0, x))
 
 
+def test_positive_potential_represents_the_gas_internal_energies(tmp_path):
+    # Catches: a positive potential that is not exp of its network, that loses the split's
+    # decoupling, or that cannot hold the gas containers' true
+    # internal energies E_i = exp((2/3) S_i - (2/3) log V_i): with the first layer reading S_i and
+    # the log-distance to the wall that bounds V_i, a network near its linear regime reproduces them
+    # (representability of the option's reason to exist); the structure stays exact and the option
+    # survives save/load.
+    import sp_dynamics as sp
+    from systems.gas_containers import GasContainers
+
+    torch.manual_seed(0)
+    walls = ((0, 0.0, 2.0),)
+    model = GENERICNet(4, separable=1, split_potential=True, positive_potential=True, walls=walls).double()
+    x = torch.rand(64, 4, dtype=torch.float64) * torch.tensor([1.6, 2.0, 2.0, 2.0], dtype=torch.float64) \
+        + torch.tensor([0.2, -1.0, 1.0, 1.0], dtype=torch.float64)
+    energy = model.energy_net.fn
+    y = energy.standardize(x)  # identity standardisation: (q, p, S1, S2, log q, log(2 - q))
+    assert torch.allclose(y[:, 4], x[:, 0].log()) and torch.allclose(y[:, 5], (2 - x[:, 0]).log())
+    H = torch.func.vmap(torch.func.hessian(lambda s: model.energy(s)))(x)
+    assert H[:, 2, 3].abs().max() < 1e-14 and H[:, 0, 1].abs().max() < 1e-14
+    # Set each U_k = exp(c * (a . input)) with a small c, so tanh(c a.x) ~ c a.x, and the last
+    # layer undoing c: log U_k = (2/3) S_k - (2/3) log V_k up to O(c^2) terms.
+    c = 1e-4
+    with torch.no_grad():
+        for k, u in enumerate(energy.potentials):
+            layers = [m for m in u.modules() if isinstance(m, torch.nn.Linear)]
+            for layer in layers:
+                layer.weight.zero_(), layer.bias.zero_()
+            a = torch.zeros(layers[0].in_features, dtype=torch.float64)  # inputs (q, S_k, log q, log(2 - q))
+            a[1], a[2 + k] = 2 / 3, -2 / 3
+            layers[0].weight[0] = c * a
+            for layer in layers[1:-1]:
+                layer.weight[0, 0] = 1.0
+            layers[-1].weight[0, 0] = 1 / c
+        for layer in (m for m in energy.kinetic.modules() if isinstance(m, torch.nn.Linear)):
+            layer.weight.zero_(), layer.bias.zero_()
+    true = GasContainers().E(torch.ones(1, dtype=torch.float64), x) - x[:, 1] ** 2 / 2
+    assert torch.allclose(model.energy(x), true, rtol=1e-6, atol=0)
+    r_l, r_m = model.residuals(x)
+    assert r_l.abs().max() < 1e-10 and r_m.abs().max() < 1e-10
+    with pytest.raises(ValueError, match="positive_potential=True needs separable"):
+        GENERICNet(4, positive_potential=True)
+    sp.save(model, tmp_path / "m.pt")
+    assert torch.equal(sp.load(tmp_path / "m.pt")(0.0, x), model(0.0, x))
+
+
 def test_separable_generic_energy_has_no_position_momentum_coupling(tmp_path):
     # Catches: a KineticPotential energy that mixes p into the potential (or q into the kinetic
     # part): its mixed second derivatives d2E/dq dp and d2E/dp ds must vanish for every weight, so

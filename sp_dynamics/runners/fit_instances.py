@@ -60,13 +60,15 @@ PRESETS = {
 }
 
 
-ENERGIES = ("mlp", "separable", "split")
+ENERGIES = ("mlp", "separable", "split", "positive", "positive_split")
 
 
 def build_model(system, bracket: str, energy: str = "mlp", walls: bool = False,
                 friction_coords: tuple[int, ...] | None = None) -> torch.nn.Module:
     """The runner's model: ``energy="separable"`` splits the learned energy as K(p) + U(q, s),
     ``"split"`` further as K(p) + sum_k U_k(q, s_k) (GENERIC systems with further coordinates);
+    ``"positive"`` and ``"positive_split"`` are those two with each potential exp of its network
+    (``GENERICNet(positive_potential=True)``);
     ``walls`` gives the energy network the log-distances to the system's walls (``system.walls``);
     ``friction_coords`` picks the components of its input the mixed bracket's friction network sees
     (``MixedBracket(friction_coords=...)``; None: the runners' choice, all of them)."""
@@ -74,15 +76,16 @@ def build_model(system, bracket: str, energy: str = "mlp", walls: bool = False,
     if walls and not system.walls:
         raise UsageError(f"--walls: system {system.name!r} declares no walls (System.walls)")
     if not system.is_generic:
-        if energy == "split":
-            raise UsageError("--energy split needs a GENERIC system (coordinates after (q, p) to split over)")
+        if energy != "mlp" and energy != "separable":
+            raise UsageError(f"--energy {energy} needs a GENERIC system (HamiltonianNN takes --energy mlp or separable)")
         if walls:
             raise UsageError("--walls needs a GENERIC system (HamiltonianNN takes no wall inputs)")
     if friction_coords is not None and (not system.is_generic or not bracket.startswith("mixed")):
         raise UsageError("--friction-coords needs a GENERIC system and a mixed bracket (--bracket mixed or mixed_power)")
     if not system.is_generic:
         return HamiltonianNN(system.dim, separable=bool(separable)).double()
-    kwargs = dict(separable=separable, split_potential=energy == "split", walls=system.walls if walls else ())
+    kwargs = dict(separable=separable, split_potential=energy.endswith("split"), walls=system.walls if walls else (),
+                  positive_potential=energy.startswith("positive"))
     if bracket == "projection_sd":
         from sp_dynamics.brackets import ProjectionBracket
 
@@ -179,7 +182,8 @@ def report(system, bracket: str, cfg: FitBenchConfig, preset: str, rows: list[di
            resumed: int = 0) -> str:
     generic = system.is_generic
     separable = (f", separable={system.n_dof}" if energy != "mlp" else "") \
-        + (", split_potential=True" if energy == "split" else "") + (f", walls={system.walls}" if walls else "")
+        + (", split_potential=True" if energy.endswith("split") else "") \
+        + (", positive_potential=True" if energy.startswith("positive") else "") + (f", walls={system.walls}" if walls else "")
     lines = [
         f"# Single-instance fits with `sp_dynamics.fit`: {system.name}" + (f" ({bracket} bracket)" if generic else ""),
         "",
@@ -242,8 +246,9 @@ def main(argv=None, *, default_results=None, prog: str = "sp-dynamics fit-instan
     parser.add_argument("--preset", default="full", choices=sorted(PRESETS))
     parser.add_argument("--bracket", default="mixed", choices=BRACKETS)
     parser.add_argument("--energy", default="mlp", choices=ENERGIES,
-                        help="the learned energy: one MLP, K(p) + U(q, s) (KineticPotential), or "
-                             "K(p) + sum_k U_k(q, s_k) (split)")
+                        help="the learned energy: one MLP, K(p) + U(q, s) (KineticPotential), "
+                             "K(p) + sum_k U_k(q, s_k) (split), or those two with each potential exp of its "
+                             "network (positive, positive_split: GENERICNet(positive_potential=True))")
     parser.add_argument("--walls", action="store_true",
                         help="give the learned energy the log-distances to the system's walls as inputs "
                              "(GENERICNet(walls=system.walls); gas_containers: the piston's two walls)")

@@ -247,6 +247,11 @@ def fit_main(argv: list[str] | None = None) -> None:
     p.add_argument("--separable", type=int, default=0, metavar="D",
                    help="energy K(p) + U(q, s) with D (q, p) pairs first in the state (0: one MLP; "
                         "--model hnn: any D > 0 means H = T(p) + V(q))")
+    p.add_argument("--split-potential", action="store_true",
+                   help="with --separable, U(q, s) = sum_k U_k(q, s_k): one network per coordinate after (q, p)")
+    p.add_argument("--positive-potential", action="store_true",
+                   help="with --separable, each potential is exp of its network (positive; the gas containers' "
+                        "internal energies are exp of a linear function of S_i and the log-volume)")
     p.add_argument("--wall", dest="walls", action="append", default=[], metavar="C:LO:HI",
                    help="coordinate C stays in the open interval (LO, HI): the learned energy also sees the "
                         "log-distances to both walls (GENERICNet walls=; e.g. --wall 0:0:2 for the gas piston); repeatable")
@@ -264,6 +269,9 @@ def fit_main(argv: list[str] | None = None) -> None:
     torch.manual_seed(args.seed)
     if not 0 <= args.separable <= data.dim // 2:
         raise UsageError(f"--separable must be in [0, {data.dim // 2}] for states of dimension {data.dim}")
+    for flag in ("split_potential", "positive_potential"):
+        if getattr(args, flag) and not (args.separable and args.model == "generic"):
+            raise UsageError(f"--{flag.replace('_', '-')} needs --model generic and --separable D")
     if args.model == "hnn":
         if args.walls:
             raise UsageError("--wall needs --model generic (HamiltonianNN takes no wall inputs)")
@@ -285,6 +293,7 @@ def fit_main(argv: list[str] | None = None) -> None:
             kwargs["friction_coords"] = tuple(args.friction_coords)
         try:
             model = GENERICNet(data.dim, bracket=args.bracket, separable=args.separable,
+                               split_potential=args.split_potential, positive_potential=args.positive_potential,
                                walls=_parse_walls(args.walls), **kwargs).double()
         except ValueError as exc:  # walls outside the state, twice, on a momentum of a separable energy, ...
             raise UsageError(str(exc)) from None
