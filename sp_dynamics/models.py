@@ -68,7 +68,9 @@ class KineticPotential(nn.Module):
     ``positive=True`` makes each potential the exponential of its network, ``U = exp(g)``
     (``U_k = exp(g_k)`` when split): a potential that is positive and whose logarithm is the
     smooth part, as for internal energies of ideal gases, ``E_i = exp((2/3) S_i) V_i^(-2/3)``,
-    whose logarithm is linear in S_i and in the log-distance to a wall (``walls``).
+    whose logarithm is linear in S_i and in the log-distance to a wall (``walls``). On the first 11
+    of the 30 gas single fits it ran, it did not beat the plain potential (``experiments/PROTOCOL.md``,
+    "Gas containers: the longer polish over all 30 fits, and a positive potential"); an option.
     """
 
     def __init__(self, dim: int, d: int, hidden: int = 64, depth: int = 3, act: str = "tanh",
