@@ -106,6 +106,21 @@ def test_fit_trajectories_smoke_covers_every_method(tmp_path):
     assert 0 < given < estimated   # noisy given derivatives carry more than a spline through noisy states
 
 
+def test_fit_trajectories_report_names_a_reference_that_was_not_run(monkeypatch):
+    # Catches: a run at noise 0.01 alone (no noise-0 reference) printing "nanx" as its ratio to
+    # derivative matching at noise 0 instead of saying that reference was not run.
+    from sp_dynamics.registry import get_system
+    from sp_dynamics.runners import trajectories
+
+    cfg = trajectories.TrajConfig(instances=(70,), noise=(0.01,))
+    rows = [{"method": m, "noise": 0.01, "eps_traj": e, "fit_s": 1.0, "instance": 70, "seed": 0}
+            for m, e in (("derivatives", 0.01), ("spline", 0.03))]
+    monkeypatch.setattr(trajectories, "derivative_information", lambda *a: (0.0, 0.0))  # formatting only
+    text = trajectories.report(get_system("dno"), cfg, "smoke", rows, 1.0, "- command: x")
+    assert "nan" not in text and "| states only | spline | 0.01 | " in text
+    assert "| – (not run) | 3.0x |" in text
+
+
 def test_meta_sweep_smoke_reports_every_cell(tmp_path):
     res = meta_sweep.main(["--preset", "smoke", "--methods", "svd", "fw", "--lam-z", "0.1", "0.01",
                            "--lam-phi", "0.001", "--out", str(tmp_path)])

@@ -125,8 +125,10 @@ def report(system, cfg: TrajConfig, preset: str, rows: list[dict], wall: float, 
                 continue
             values = [r["eps_traj"] for r in rs]
             source = "states + derivatives" if method == "derivatives" else "states only"
-            lines.append(f"| {source} | {method} | {noise:g} | {cell(values)} | {np.mean(values) / reference(0.0):.1f}x | "
-                         f"{np.mean(values) / reference(noise):.1f}x | {np.mean([r['fit_s'] for r in rs]):.0f} |")
+            ratios = [np.mean(values) / reference(n) for n in (0.0, noise)]
+            ratios = [f"{r:.1f}x" if np.isfinite(r) else "– (not run)" for r in ratios]
+            lines.append(f"| {source} | {method} | {noise:g} | {cell(values)} | {ratios[0]} | {ratios[1]} | "
+                         f"{np.mean([r['fit_s'] for r in rs]):.0f} |")
     lines += ["", "How much the data say about the field (no fitting): relative RMS error, against the exact derivatives, "
               "of the derivatives derivative matching is given and of the smoothing-spline estimate from the states "
               "alone (mean over the instances).", "",
