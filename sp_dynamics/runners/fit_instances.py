@@ -72,7 +72,6 @@ def build_model(system, bracket: str, energy: str = "mlp", walls: bool = False,
     ``walls`` gives the energy network the log-distances to the system's walls (``system.walls``);
     ``friction_coords`` picks the components of its input the mixed bracket's friction network sees
     (``MixedBracket(friction_coords=...)``; None: the runners' choice, all of them)."""
-    separable = system.n_dof if energy != "mlp" else 0
     if walls and not system.walls:
         raise UsageError(f"--walls: system {system.name!r} declares no walls (System.walls)")
     if not system.is_generic:
@@ -83,9 +82,8 @@ def build_model(system, bracket: str, energy: str = "mlp", walls: bool = False,
     if friction_coords is not None and (not system.is_generic or not bracket.startswith("mixed")):
         raise UsageError("--friction-coords needs a GENERIC system and a mixed bracket (--bracket mixed or mixed_power)")
     if not system.is_generic:
-        return HamiltonianNN(system.dim, separable=bool(separable)).double()
-    kwargs = dict(separable=separable, split_potential=energy.endswith("split"), walls=system.walls if walls else (),
-                  positive_potential=energy.startswith("positive"))
+        return HamiltonianNN(system.dim, separable=energy != "mlp").double()
+    kwargs = _energy_kwargs(system, energy, walls)
     if bracket == "projection_sd":
         from sp_dynamics.brackets import ProjectionBracket
 
@@ -97,6 +95,15 @@ def build_model(system, bracket: str, energy: str = "mlp", walls: bool = False,
         if friction_coords is None:
             raise
         raise UsageError(f"--friction-coords: {exc}") from None
+
+
+def _energy_kwargs(system, energy: str, walls: bool) -> dict:
+    """``GENERICNet``'s energy keyword arguments for ``--energy`` and ``--walls`` (those left at their
+    defaults omitted): what ``build_model`` passes and the results file's model line shows."""
+    return (({"separable": system.n_dof} if energy != "mlp" else {})
+            | ({"split_potential": True} if energy.endswith("split") else {})
+            | ({"positive_potential": True} if energy.startswith("positive") else {})
+            | ({"walls": system.walls} if walls else {}))
 
 
 def _bracket_kwargs(system, bracket: str, friction_coords: tuple[int, ...] | None = None) -> dict:
@@ -181,9 +188,7 @@ def report(system, bracket: str, cfg: FitBenchConfig, preset: str, rows: list[di
            energy: str = "mlp", walls: bool = False, friction_coords: tuple[int, ...] | None = None,
            resumed: int = 0) -> str:
     generic = system.is_generic
-    separable = (f", separable={system.n_dof}" if energy != "mlp" else "") \
-        + (", split_potential=True" if energy.endswith("split") else "") \
-        + (", positive_potential=True" if energy.startswith("positive") else "") + (f", walls={system.walls}" if walls else "")
+    separable = "".join(f", {k}={v!r}" for k, v in _energy_kwargs(system, energy, walls).items())
     lines = [
         f"# Single-instance fits with `sp_dynamics.fit`: {system.name}" + (f" ({bracket} bracket)" if generic else ""),
         "",
