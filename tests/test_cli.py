@@ -215,6 +215,7 @@ def test_adapt_the_shipped_head_model_by_one_least_squares_solve(tmp_path, capsy
     ("fit_gas_containers_separable_walls_epen_polish_good", "fit_gas_containers_walls_good", None),
     ("fit_gas_containers_separable_walls_fc2-3_epen_polish_good", "fit_gas_containers_walls_temperatures", (2, 3)),
     ("fit_gas_containers_separable_walls_fc2-3_polish6000_good", "fit_gas_containers_walls_temperatures_polish6000", (2, 3)),
+    ("fit_gas_containers_separable_walls_fc2-3_epen_polish_all3", "fit_gas_containers_walls_temperatures_all3", (2, 3)),
 ])
 def test_shipped_gas_fits_of_the_starts_tables_match_their_rows(table, folder, friction_coords):
     # Catches: a shipped fit of a gas starts table (30 folders, one per instance and seed) that is
