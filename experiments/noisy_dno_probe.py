@@ -149,20 +149,17 @@ def information(data, clean) -> None:
     print(f"relative derivative error of a central difference of the noisy states: {raw:.2e}")
     generator = torch.Generator().manual_seed(0)
     noise = torch.randn(clean.dx[i].shape, generator=generator, dtype=clean.dx.dtype)
+    levels = (_rel(data.dx[i], clean.dx[i]), 2.75e-2, 3.8e-2, raw)
+    routes = [("derivative matching, white derivative noise", data.x[i],
+               clean.dx[i] + noise * (r * clean.dx[i].norm() / noise.norm())) for r in levels]
+    routes += [("states only, Savitzky-Golay (cubic, 15 samples)", *savgol(t, data.x[i])),
+               ("states only, smoothing spline", *estimate_derivatives(t, data.x[i], "smoothing_spline"))]
     rows = []
-    for r in (_rel(data.dx[i], clean.dx[i]), 2.75e-2, 3.8e-2, raw):
-        dx = clean.dx[i] + noise * (r * clean.dx[i].norm() / noise.norm())
-        model, result = _fit(data.x[i], dx)
-        rows.append({"route": "derivative matching, white derivative noise", "derivative_error": _rel(dx, clean.dx[i]),
-                     "eps_traj": clean_eps_traj(model, clean), "fit_s": result.seconds})
-        print(f"{rows[-1]['route']}, derivatives off by {rows[-1]['derivative_error']:.2e}: eps_traj "
-              f"{rows[-1]['eps_traj']:.3e} ({result.seconds:.0f} s)", flush=True)
-    for name, (x, dx) in {"states only, Savitzky-Golay (cubic, 15 samples)": savgol(t, data.x[i]),
-                          "states only, smoothing spline": estimate_derivatives(t, data.x[i], "smoothing_spline")}.items():
+    for route, x, dx in routes:
         model, result = _fit(x, dx)
-        rows.append({"route": name, "derivative_error": _rel(dx, clean.dx[i]), "eps_traj": clean_eps_traj(model, clean),
+        rows.append({"route": route, "derivative_error": _rel(dx, clean.dx[i]), "eps_traj": clean_eps_traj(model, clean),
                      "fit_s": result.seconds})
-        print(f"{name}, derivatives off by {rows[-1]['derivative_error']:.2e}: eps_traj {rows[-1]['eps_traj']:.3e} "
+        print(f"{route}, derivatives off by {rows[-1]['derivative_error']:.2e}: eps_traj {rows[-1]['eps_traj']:.3e} "
               f"({result.seconds:.0f} s)", flush=True)
     wall = time.time() - begin
     lines = ["# Noisy DNO: eps_traj against the error of the derivatives a fit is given", "",
